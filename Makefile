@@ -1,0 +1,56 @@
+# facegate — the two README commands are `make demo` and `make test`; both install what they need first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+# uv ignores pip.conf; hand it pip's find-links folder (on this machine kind it holds the CPU torch wheel).
+FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^[^=]*find-links='\([^']*\)'.*/\1/p" | head -n1)
+UV_SYNC := $(UV) sync --frozen --python $(PYTHON) $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+
+# Telemetry off for everything started from here; uv never downloads an interpreter.
+export MLFLOW_DISABLE_TELEMETRY=true RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 DO_NOT_TRACK=1
+export OPENVINO_TELEMETRY_OPT_OUT=1 NNCF_TELEMETRY_OPT_OUT=1 UV_PYTHON_DOWNLOADS=never
+
+.PHONY: help install demo test lint typecheck unit integration e2e bench lock clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+install: $(UV)  ## build .venv from uv.lock (core + eval + demo + dev extras)
+	$(UV_SYNC) --extra dev
+
+lock: $(UV)  ## re-resolve uv.lock after editing pyproject.toml
+	$(UV) lock --python $(PYTHON)
+
+demo: install  ## run the main job end to end on data shipped inside installed packages
+	.venv/bin/facegate demo
+
+lint: install  ## ruff (lint + format check) and mypy
+	.venv/bin/ruff check src tests bench components pipelines
+	.venv/bin/ruff format --check src tests bench components pipelines
+	.venv/bin/mypy
+
+test: lint  ## install, lint, then every test (integration tests skip without ../shared)
+	.venv/bin/pytest
+
+unit: install  ## unit tests only
+	.venv/bin/pytest -m unit
+
+integration: install  ## tests that use ../shared data and real models
+	.venv/bin/pytest -m integration
+
+e2e: install  ## whole-command tests (CLI, demo)
+	.venv/bin/pytest -m e2e
+
+bench: install  ## benchmarks (print JSON; need ../shared)
+	.venv/bin/python bench/ingest_bench.py
+	.venv/bin/python bench/eval_bench.py
+
+clean:  ## remove the environment and local state
+	rm -rf .venv .uv .facegate .pytest_cache .mypy_cache .ruff_cache

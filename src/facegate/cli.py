@@ -1,0 +1,344 @@
+"""The ``facegate`` command: one verb per stage.
+
+Settings resolve as defaults < ``--config`` YAML < ``FACEGATE_*`` environment < flags, and every command that
+writes output dumps the resolved settings beside it as ``config.yaml``. Errors facegate expects (bad images, no
+face, malformed pairs, unknown models) print one ``error:`` line naming the file or value and exit with status 2;
+nothing is printed as a traceback unless it is a bug.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from facegate import __version__
+from facegate.config import Settings, load_settings
+from facegate.errors import FacegateError
+
+app = typer.Typer(
+    name="facegate",
+    help="Face verification for exam check-in: ingest, evaluate, verify, and manage data and models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(
+    help="Datasets: manifests, integrity checks, synthetic data, object storage.", no_args_is_help=True
+)
+models_app = typer.Typer(help="Registered face-embedding models.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_ERROR = 2
+
+
+def _errors(fn: F) -> F:
+    """Turn expected errors into one clear line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FacegateError as exc:
+            typer.echo(f"error: {exc.message} [{exc.code}]", err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    obj = ctx.ensure_object(dict)
+    return load_settings(obj.get("config"), overrides)
+
+
+def _progress(ctx: typer.Context) -> bool:
+    return not ctx.ensure_object(dict).get("quiet", False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"facegate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML settings file.", exists=True, dir_okay=False)
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Face verification for exam check-in."""
+    ctx.ensure_object(dict).update({"config": config, "quiet": quiet})
+
+
+@app.command()
+@_errors
+def ingest(
+    ctx: typer.Context,
+    src: Annotated[Path, typer.Argument(help="Raw dataset: SRC/<identity>/<image>.")],
+    dst: Annotated[Path, typer.Argument(help="Output: aligned 112x112 faces, report, manifest.")],
+    workers: Annotated[int | None, typer.Option(help="Worker processes (0 = in this process).")] = None,
+    resume: Annotated[bool, typer.Option(help="Skip images a previous run finished.")] = True,
+    retry_failed: Annotated[bool, typer.Option(help="On resume, retry images that failed before.")] = False,
+) -> None:
+    """Detect and align every face of a raw image-folder dataset (parallel, resumable).
+
+    Images that cannot be used (corrupt, not an image, too large, no face, ...) are listed with a reason in
+    DST/ingest_report.json; the run goes on.
+    """
+    from facegate.faces.ingest import ingest as run_ingest
+
+    settings = _settings(ctx, **{"ingest.workers": workers})
+    report = run_ingest(src, dst, settings, resume=resume, retry_failed=retry_failed, progress=_progress(ctx))
+    d = report.to_dict()
+    typer.echo(
+        f"aligned {d['aligned']}/{d['total']} images ({d['resumed']} already done), {d['failed']} failed"
+        + (f": {json.dumps(d['failure_reasons'])}" if d["failed"] else "")
+    )
+    typer.echo(f"report: {Path(dst) / 'ingest_report.json'}")
+    if report.interrupted:
+        typer.echo("interrupted: run the same command again to resume", err=True)
+        raise typer.Exit(130)
+
+
+@app.command()
+@_errors
+def evaluate(
+    ctx: typer.Context,
+    pairs: Annotated[Path, typer.Option(help="Pairs: LFW pairs.txt, insightface .bin, or CSV image_a,image_b,same.")],
+    out: Annotated[Path, typer.Option(help="Output directory for metrics.json, roc.png, scores.png.")],
+    model: Annotated[str | None, typer.Option(help="Registered model name or bundle directory.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Image root (default: the pairs file's folder).")] = None,
+    align: Annotated[str | None, typer.Option(help="auto | always | never.")] = None,
+    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Flip test-time augmentation.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Faces per forward pass.")] = None,
+    target_far: Annotated[float | None, typer.Option(help="FAR for the deployment threshold.")] = None,
+) -> None:
+    """Run the LFW 10-fold verification protocol and write metrics and plots."""
+    from facegate.data.pairs import load_pairs
+    from facegate.evaluate.runner import evaluate_pairs, write_report
+    from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
+    from facegate.models import load_embedder
+
+    settings = _settings(
+        ctx,
+        model=model,
+        **{
+            "evaluate.align": align,
+            "evaluate.flip": flip,
+            "evaluate.batch_size": batch_size,
+            "evaluate.target_far": target_far,
+        },
+    )
+    ev = settings.evaluate
+    pairset = load_pairs(pairs, images)
+    embedder = load_embedder(settings.model)
+    result = evaluate_pairs(
+        embedder,
+        pairset,
+        aligner=aligner_from_settings(settings),
+        mode=ev.align,
+        flip=ev.flip,
+        batch_size=ev.batch_size,
+        workers=ev.workers,
+        target_far=ev.target_far,
+        limits=limits_from_settings(settings),
+        progress=_progress(ctx),
+    )
+    write_report(result, pairset, out)
+    settings.dump(out)
+    m = result.metrics
+    tar = ", ".join(f"{k}: {v:.4f}" for k, v in m["tar_at_far"].items() if v is not None)
+    typer.echo(
+        f"{m['model']} on {m['pairs']} ({m['n_pairs']} pairs): accuracy {m['accuracy']:.4f} "
+        f"± {m['accuracy_std']:.4f}, AUC {m['auc']:.4f}, EER {m['eer']:.4f}"
+    )
+    typer.echo(f"TAR@FAR {{{tar}}}; threshold {m['threshold']:.4f}")
+    if m["n_failed_pairs"]:
+        typer.echo(
+            f"warning: {m['n_failed_pairs']} pairs failed (scored as non-matches) because of "
+            f"{len(m['failed_images'])} unusable images:",
+            err=True,
+        )
+        for name, why in list(m["failed_images"].items())[:20]:
+            typer.echo(f"  {name}: {why}", err=True)
+        if len(m["failed_images"]) > 20:
+            typer.echo(f"  ... and {len(m['failed_images']) - 20} more in {out / 'metrics.json'}", err=True)
+    typer.echo(f"wrote {out / 'metrics.json'}, roc.png, scores.png, scores.csv")
+
+
+@app.command()
+@_errors
+def verify(
+    ctx: typer.Context,
+    image_a: Annotated[Path, typer.Argument(help="First photo.")],
+    image_b: Annotated[Path, typer.Argument(help="Second photo.")],
+    model: Annotated[str | None, typer.Option(help="Registered model name or bundle directory.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Cosine threshold (default: the model's).")] = None,
+) -> None:
+    """Do two photos show the same person? Prints JSON {score, match, threshold, model, ...}."""
+    from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
+    from facegate.models import load_embedder
+    from facegate.verify import verify_pair
+
+    settings = _settings(ctx, model=model, **{"verify.threshold": threshold})
+    embedder = load_embedder(settings.model)
+    result = verify_pair(
+        image_a,
+        image_b,
+        embedder,
+        aligner_from_settings(settings),
+        threshold=settings.verify.threshold,
+        limits=limits_from_settings(settings),
+    )
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+@_errors
+def demo(
+    ctx: typer.Context,
+    workdir: Annotated[Path | None, typer.Option(help="Working directory (default <home>/demo; emptied).")] = None,
+) -> None:
+    """Run the main job end to end on data that ships with the installed packages (no download, no cluster)."""
+    from facegate.demo import format_summary, run_demo
+
+    summary = run_demo(_settings(ctx), workdir, progress=_progress(ctx))
+    typer.echo(format_summary(summary))
+    if not summary["verify_same_person"]["match"] or summary["verify_different_people"]["match"]:
+        typer.echo("error: the demo's verification went the wrong way", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("config")
+@_errors
+def show_config(ctx: typer.Context) -> None:
+    """Print the resolved settings (defaults < --config < FACEGATE_* env)."""
+    import yaml
+
+    typer.echo(yaml.safe_dump(_settings(ctx).to_dict(), sort_keys=True), nl=False)
+
+
+@models_app.command("list")
+@_errors
+def models_list() -> None:
+    """List registered models with their embedding size and default threshold."""
+    from facegate.models import create_embedder, list_models
+
+    for name in list_models():
+        try:
+            info = create_embedder(name).describe()
+            typer.echo(
+                f"{name:12s} dim={info['embedding_size']:<5d} threshold={info['default_threshold']:.3f} "
+                f"version={info['version']}"
+            )
+        except FacegateError as exc:
+            typer.echo(f"{name:12s} unavailable: {exc.message}")
+
+
+@data_app.command("manifest")
+@_errors
+def data_manifest(root: Annotated[Path, typer.Argument(help="Dataset root (<identity>/<image>).")]) -> None:
+    """Write ROOT/manifest.json (path, identity, sha256, bytes per file) and print the dataset version."""
+    from facegate.data.storage import write_manifest
+
+    m = write_manifest(root)
+    typer.echo(f"{m['n_files']} files, {m['n_identities']} identities, version {m['version']}")
+
+
+@data_app.command("check")
+@_errors
+def data_check(root: Annotated[Path, typer.Argument(help="Dataset root with manifest.json.")]) -> None:
+    """Compare a dataset with its manifest; exit 1 and list the files that changed, vanished or appeared."""
+    from facegate.data.storage import check_manifest
+
+    diff = check_manifest(root)
+    if diff.ok:
+        typer.echo("dataset matches its manifest")
+        return
+    for label, items in (("changed", diff.changed), ("missing", diff.missing), ("added", diff.added)):
+        for item in items:
+            typer.echo(f"{label}: {item}")
+    raise typer.Exit(1)
+
+
+@data_app.command("synth")
+@_errors
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Output folder (<identity>/<image>.jpg, already aligned).")],
+    identities: Annotated[int, typer.Option(help="Number of identities.")] = 20,
+    per_identity: Annotated[int, typer.Option(help="Images per identity.")] = 10,
+    pairs: Annotated[int, typer.Option(help="Also write OUT/pairs.csv with this many pairs (0 = none).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write the deterministic synthetic identity dataset (aligned cartoon faces for tests and demos)."""
+    from facegate.data.storage import write_manifest
+    from facegate.data.synthetic import write_synthetic_folder, write_synthetic_pairs
+
+    files = write_synthetic_folder(out, identities, per_identity, seed)
+    if pairs:
+        write_synthetic_pairs(out / "pairs.csv", identities, per_identity, pairs, seed)
+    m = write_manifest(out)
+    typer.echo(f"wrote {len(files)} images of {identities} identities to {out} (version {m['version'][:12]})")
+
+
+@data_app.command("push")
+@_errors
+def data_push(
+    ctx: typer.Context,
+    src: Annotated[Path, typer.Argument(help="Local dataset or bundle directory.")],
+    key: Annotated[str, typer.Argument(help="Destination prefix inside the store.")],
+) -> None:
+    """Upload a directory to the object store (settings storage.url: a path, or s3://bucket/prefix)."""
+    from facegate.data.storage import open_storage
+
+    settings = _settings(ctx)
+    store = open_storage(settings.storage_url(), endpoint_url=settings.storage.s3_endpoint)
+    n = store.upload_dir(src, key)
+    typer.echo(f"uploaded {n} files to {store.url}/{key}")
+
+
+@data_app.command("pull")
+@_errors
+def data_pull(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Prefix inside the store.")],
+    dst: Annotated[Path, typer.Argument(help="Local directory.")],
+) -> None:
+    """Download a prefix of the object store into a directory, then check its manifest if it has one."""
+    from facegate.data.storage import MANIFEST_NAME, check_manifest, open_storage
+
+    settings = _settings(ctx)
+    store = open_storage(settings.storage_url(), endpoint_url=settings.storage.s3_endpoint)
+    n = store.download_dir(key, dst)
+    typer.echo(f"downloaded {n} files from {store.url}/{key}")
+    if (dst / MANIFEST_NAME).is_file():
+        diff = check_manifest(dst)
+        if not diff.ok:
+            typer.echo(f"error: downloaded data does not match its manifest: {diff}", err=True)
+            raise typer.Exit(1)
+        typer.echo("manifest verified")
+
+
+def run() -> None:  # pragma: no cover - console entry point alias
+    """Entry point that keeps third-party telemetry off for everything this process starts."""
+    for key, value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("HF_HUB_OFFLINE", "1")):
+        os.environ.setdefault(key, value)
+    app(prog_name="facegate")
+    sys.exit(0)

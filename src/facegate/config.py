@@ -1,0 +1,185 @@
+"""Typed, frozen settings: defaults < YAML file < environment (``FACEGATE_*``) < command-line flags.
+
+Nested keys use ``__`` in the environment (``FACEGATE_EVALUATE__BATCH_SIZE=32``) and dots on the command line
+(``evaluate.batch_size=32``). The resolved settings are dumped as ``config.yaml`` beside every output so a result can
+always be traced to the configuration that made it. Credentials are never settings: S3 keys come from the standard
+``AWS_*`` variables and are neither read into nor dumped from this object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from facegate.errors import ConfigError
+from facegate.utils import atomic_write_text
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "FACEGATE_"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DetectorSettings(_Frozen):
+    """Face detector."""
+
+    name: Literal["yunet"] = "yunet"
+    score_threshold: float = Field(0.7, ge=0.0, le=1.0)
+    nms_threshold: float = Field(0.3, ge=0.0, le=1.0)
+    max_side: int = Field(640, ge=0)
+
+
+class FaceSettings(_Frozen):
+    """Face selection and quality policy (see :class:`facegate.faces.quality.FacePolicy`)."""
+
+    min_face_size: float = Field(32.0, ge=0.0)
+    min_sharpness: float = Field(10.0, ge=0.0)
+    multiple: Literal["reject", "pick"] = "pick"
+    second_face_ratio: float = Field(0.35, gt=0.0, le=1.0)
+
+
+class LimitSettings(_Frozen):
+    """Limits checked before decoding an image."""
+
+    max_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0)
+    min_side: int = Field(16, ge=1)
+
+
+class EvaluateSettings(_Frozen):
+    """Evaluation."""
+
+    batch_size: int = Field(64, ge=1)
+    flip: bool = False
+    target_far: float = Field(1e-3, gt=0.0, lt=1.0)
+    align: Literal["auto", "always", "never"] = "auto"
+    workers: int = Field(2, ge=1)
+
+
+class IngestSettings(_Frozen):
+    """Dataset ingestion (detect + align)."""
+
+    workers: int = Field(2, ge=0)
+    jpeg_quality: int = Field(95, ge=50, le=100)
+
+
+class VerifySettings(_Frozen):
+    """1:1 verification."""
+
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+
+class StorageSettings(_Frozen):
+    """Object storage: a local directory (default ``<home>/store``) or ``s3://bucket/prefix``."""
+
+    url: str = ""
+    s3_endpoint: str | None = None
+
+
+class Settings(_Frozen):
+    """Everything facegate can be configured with."""
+
+    home: Path = Path(".facegate")
+    model: str = "sface"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    detector: DetectorSettings = DetectorSettings()
+    face: FaceSettings = FaceSettings()
+    limits: LimitSettings = LimitSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+    ingest: IngestSettings = IngestSettings()
+    verify: VerifySettings = VerifySettings()
+    storage: StorageSettings = StorageSettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-ready plain dict."""
+        return self.model_dump(mode="json")
+
+    def dump(self, directory: str | Path, name: str = "config.yaml") -> Path:
+        """Write the resolved settings beside an output."""
+        path = Path(directory) / name
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=True))
+        return path
+
+    def storage_url(self) -> str:
+        """The storage URL, defaulting to ``<home>/store``."""
+        return self.storage.url or str(self.home / "store")
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        elif isinstance(value, Mapping):
+            base[key] = _deep_merge({}, value)
+        else:
+            base[key] = value
+    return base
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cur = out
+    for part in path[:-1]:
+        cur = cur.setdefault(part, {})
+    cur[path[-1]] = value
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if parts:
+            _deep_merge(data, _nest(parts, None if value == "" else value))
+    return data
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings from every layer.
+
+    Args:
+        config_file: YAML file (also taken from ``FACEGATE_CONFIG`` when not given).
+        overrides: Flag values, keys dotted (``"evaluate.batch_size"``); ``None`` values are ignored so unset
+            flags do not mask lower layers.
+        env: Environment to read (``os.environ`` by default).
+
+    Raises:
+        ConfigError: For an unreadable file or an invalid value, naming the key.
+    """
+    environ = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{p}: cannot read config ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        _deep_merge(data, loaded)
+    _deep_merge(data, _from_env(environ))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _deep_merge(data, _nest(key.split("."), value))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

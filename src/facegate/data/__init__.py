@@ -1,0 +1,1 @@
+"""Data layer: safe image decoding, datasets (image folders, RecordIO, synthetic), verification pairs, storage."""

@@ -1,0 +1,236 @@
+"""Evaluate an embedder on a pair set: load, (align), embed, score, measure, and write the report.
+
+Images are decoded and aligned on a small thread pool (OpenCV and Pillow release the GIL) while the main thread
+embeds batches. An image that is missing, undecodable or without a face is reported by name and its pairs count as
+*failed*: they get the lowest possible score (-1), i.e. they are judged "no match", which is how a kiosk would
+treat them. Nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from facegate.data.imageio import DEFAULT_LIMITS, ImageLimits
+from facegate.data.pairs import PairSet
+from facegate.errors import FacegateError
+from facegate.evaluate.metrics import compute_metrics
+from facegate.faces.pipeline import AlignMode, FaceAligner
+from facegate.models.base import Embedder
+
+__all__ = ["EvalResult", "embed_images", "evaluate_pairs", "write_report"]
+
+FAILED_SCORE = -1.0
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation produced.
+
+    Attributes:
+        metrics: The JSON-ready metrics (see :func:`~facegate.evaluate.metrics.compute_metrics`) plus run details.
+        scores: Score per pair (``FAILED_SCORE`` for failed pairs).
+        same: Label per pair.
+        failed_images: ``{image: "code: message"}`` for every image that could not be used.
+        failed_pairs: Indices of pairs with a failed image.
+    """
+
+    metrics: dict[str, Any]
+    scores: np.ndarray
+    same: np.ndarray
+    failed_images: dict[str, str] = field(default_factory=dict)
+    failed_pairs: list[int] = field(default_factory=list)
+
+
+def _prepare_one(
+    pairset: PairSet, key: str, aligner: FaceAligner, mode: AlignMode, limits: ImageLimits
+) -> tuple[str, np.ndarray | None, str | None]:
+    try:
+        image = pairset.source.load(key, limits)
+        crop = aligner.prepare(image, mode)
+    except FacegateError as exc:
+        return key, None, f"{exc.code}: {exc.message}"
+    return key, crop.face, None
+
+
+def embed_images(
+    pairset: PairSet,
+    keys: Sequence[str],
+    embedder: Embedder,
+    aligner: FaceAligner,
+    *,
+    mode: AlignMode = "auto",
+    flip: bool = False,
+    batch_size: int = 64,
+    workers: int = 2,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Embed the images behind ``keys``.
+
+    Returns:
+        ``(embeddings by key, failures by key)``.
+    """
+    embeddings: dict[str, np.ndarray] = {}
+    failures: dict[str, str] = {}
+
+    def chunks() -> Iterator[Sequence[str]]:
+        for start in range(0, len(keys), batch_size):
+            yield keys[start : start + batch_size]
+
+    bar = tqdm(total=len(keys), desc=f"embed {pairset.name}", unit="img", disable=not progress, dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # Keep one chunk in flight ahead of the embedder so decoding overlaps inference.
+        pending = None
+        for chunk in [*chunks(), None]:
+            nxt = (
+                [pool.submit(_prepare_one, pairset, k, aligner, mode, limits) for k in chunk]
+                if chunk is not None
+                else None
+            )
+            if pending is not None:
+                done = [f.result() for f in pending]
+                ok = [(k, face) for k, face, err in done if face is not None]
+                for k, _, err in done:
+                    if err is not None:
+                        failures[k] = err
+                if ok:
+                    embs = embedder.embed(np.stack([f for _, f in ok]), batch_size=batch_size, flip=flip)
+                    for (k, _), e in zip(ok, embs, strict=True):
+                        embeddings[k] = e
+                bar.update(len(done))
+            pending = nxt
+    bar.close()
+    return embeddings, failures
+
+
+def evaluate_pairs(
+    embedder: Embedder,
+    pairset: PairSet,
+    *,
+    aligner: FaceAligner | None = None,
+    mode: AlignMode = "auto",
+    flip: bool = False,
+    batch_size: int = 64,
+    workers: int = 2,
+    target_far: float = 1e-3,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    progress: bool = True,
+) -> EvalResult:
+    """Run the verification protocol for one model on one pair set.
+
+    Args:
+        embedder: The model.
+        pairset: The pairs.
+        aligner: Detection/alignment (YuNet by default, only loaded if an image needs aligning).
+        mode: ``auto`` aligns images that are not already 112x112; ``always``; ``never``.
+        flip: Flip test-time augmentation.
+        batch_size: Faces per forward pass.
+        workers: Threads decoding and aligning images.
+        target_far: FAR for the deployment threshold.
+        limits: Image limits.
+        progress: Show a progress bar.
+
+    Returns:
+        The result; ``metrics`` also holds ``model``, ``model_version``, ``pairs``, ``flip``, ``align``,
+        ``n_failed_pairs``, ``failed_images``, ``seconds`` and ``pairs_per_second``.
+    """
+    aligner = aligner or FaceAligner()
+    keys = pairset.keys()
+    t0 = time.perf_counter()
+    embs, failures = embed_images(
+        pairset,
+        keys,
+        embedder,
+        aligner,
+        mode=mode,
+        flip=flip,
+        batch_size=batch_size,
+        workers=workers,
+        limits=limits,
+        progress=progress,
+    )
+    scores = np.full(len(pairset), FAILED_SCORE, dtype=np.float64)
+    failed_pairs: list[int] = []
+    for i, (a, b) in enumerate(zip(pairset.left, pairset.right, strict=True)):
+        ea, eb = embs.get(a), embs.get(b)
+        if ea is None or eb is None:
+            failed_pairs.append(i)
+        else:
+            scores[i] = float(np.dot(ea, eb))
+    elapsed = time.perf_counter() - t0
+    metrics = compute_metrics(pairset.same, scores, pairset.folds, target_far=target_far)
+    failed_named = {pairset.source.describe(k): v for k, v in sorted(failures.items())}
+    metrics.update(
+        {
+            "model": embedder.name,
+            "model_version": embedder.version,
+            "embedding_size": embedder.embedding_size,
+            "pairs": pairset.name,
+            "flip": flip,
+            "align": mode,
+            "n_images": len(keys),
+            "n_failed_pairs": len(failed_pairs),
+            "failed_images": failed_named,
+            "failed_pair_score": FAILED_SCORE,
+            "seconds": round(elapsed, 3),
+            "pairs_per_second": round(len(pairset) / elapsed, 2) if elapsed > 0 else None,
+        }
+    )
+    return EvalResult(
+        metrics=metrics, scores=scores, same=pairset.same, failed_images=failed_named, failed_pairs=failed_pairs
+    )
+
+
+def write_report(result: EvalResult, pairset: PairSet, out_dir: str | Path) -> list[Path]:
+    """Write ``metrics.json``, ``scores.csv``, ``roc.png`` and ``scores.png`` into ``out_dir``.
+
+    Returns:
+        The paths written.
+    """
+    from facegate.evaluate.plots import plot_roc, plot_scores
+    from facegate.utils import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "metrics.json", out / "scores.csv", out / "roc.png", out / "scores.png"]
+    atomic_write_text(written[0], json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
+    failed = set(result.failed_pairs)
+    rows = ["image_a,image_b,same,score,failed"]
+    for i, (a, b) in enumerate(zip(pairset.left, pairset.right, strict=True)):
+        rows.append(f"{_csv(a)},{_csv(b)},{int(result.same[i])},{result.scores[i]:.6f},{int(i in failed)}")
+    atomic_write_text(written[1], "\n".join(rows) + "\n")
+    m = result.metrics
+    title = f"{m['model']} on {m['pairs']}"
+    ok = np.ones(result.scores.size, dtype=bool)
+    ok[list(failed)] = False
+    plot_roc(
+        result.same[ok] if ok.any() else result.same,
+        result.scores[ok] if ok.any() else result.scores,
+        written[2],
+        title=title,
+        tar_at_far=m["tar_at_far"],
+        auc_value=m["auc"],
+    )
+    plot_scores(
+        result.same[ok] if ok.any() else result.same,
+        result.scores[ok] if ok.any() else result.scores,
+        written[3],
+        title=title,
+        threshold=m["threshold"],
+        threshold_far=m.get("threshold_target_far"),
+        target_far=m["target_far"],
+    )
+    return written
+
+
+def _csv(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value

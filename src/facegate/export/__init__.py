@@ -1,0 +1,1 @@
+"""facegate.export: arrives with its issue (see README, 'Roadmap')."""

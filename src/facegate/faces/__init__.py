@@ -1,0 +1,1 @@
+"""Faces: detection (YuNet), 5-point alignment onto the ArcFace template, and the kiosk face-selection policy."""

@@ -1,0 +1,181 @@
+"""The Embedder interface and the model registry.
+
+An embedder takes aligned faces (``uint8`` ``(N, 112, 112, 3)`` RGB on the ArcFace template) and returns
+L2-normalised ``float32`` ``(N, D)`` embeddings. Each embedder converts to its own input convention inside; nothing
+outside knows whether a model wants BGR or ``(x - 127.5) / 127.5``.
+
+The registry follows timm's ``create_model``: factories register under a name, ``create_embedder(name, **kw)``
+builds one, ``list_models()`` lists them. ``load_embedder`` also accepts a model bundle directory (one holding a
+``facegate.json``), which names its architecture and weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from facegate.errors import ModelError
+
+__all__ = ["Embedder", "create_embedder", "list_models", "load_embedder", "register_model"]
+
+BUNDLE_FILE = "facegate.json"
+
+
+class Embedder(ABC):
+    """Aligned faces in, unit-norm embeddings out.
+
+    Attributes:
+        name: Registry name of the model.
+        embedding_size: Output dimension D.
+        default_threshold: Cosine-similarity threshold to use when no evaluated threshold is available.
+        version: Version string recorded in outputs (a bundle's version, or the package file's digest prefix).
+    """
+
+    name: str = "embedder"
+    embedding_size: int = 0
+    default_threshold: float = 0.5
+    version: str = "0"
+
+    @abstractmethod
+    def _forward(self, faces: np.ndarray) -> np.ndarray:
+        """Raw (unnormalised) embeddings for one batch of ``(n, 112, 112, 3)`` RGB uint8 faces."""
+
+    def embed(self, faces: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
+        """Embed aligned faces.
+
+        Args:
+            faces: ``(N, 112, 112, 3)`` uint8 RGB, or a single ``(112, 112, 3)`` face.
+            batch_size: Faces per forward pass.
+            flip: Test-time augmentation: add the embedding of the horizontally mirrored face before normalising.
+
+        Returns:
+            ``(N, D)`` float32, each row of unit L2 norm.
+
+        Raises:
+            ValueError: On a wrong shape or dtype.
+        """
+        arr = np.asarray(faces)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[1:] != (112, 112, 3) or arr.dtype != np.uint8:
+            raise ValueError(f"expected (N, 112, 112, 3) uint8 aligned faces, got {arr.shape} {arr.dtype}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        out = np.empty((arr.shape[0], self.embedding_size), dtype=np.float32)
+        for start in range(0, arr.shape[0], batch_size):
+            batch = np.ascontiguousarray(arr[start : start + batch_size])
+            emb = self._forward(batch).astype(np.float32, copy=False)
+            if flip:
+                emb = emb + self._forward(np.ascontiguousarray(batch[:, :, ::-1, :])).astype(np.float32, copy=False)
+            out[start : start + batch.shape[0]] = emb
+        return l2_normalize(out)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly description recorded beside outputs."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "embedding_size": self.embedding_size,
+            "default_threshold": self.default_threshold,
+        }
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation; an all-zero row stays zero instead of becoming NaN."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    out: np.ndarray = (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+    return out
+
+
+_E = TypeVar("_E", bound=Callable[..., Embedder])
+_REGISTRY: dict[str, Callable[..., Embedder]] = {}
+# Modules whose import registers built-in models; imported lazily so `import facegate.models` stays cheap.
+_BUILTIN_MODULES = ("facegate.models.sface",)
+
+
+def register_model(name: str) -> Callable[[_E], _E]:
+    """Decorator registering an embedder factory under ``name``.
+
+    Raises:
+        ValueError: If the name is already taken by another factory.
+    """
+
+    def deco(factory: _E) -> _E:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing is not factory:
+            raise ValueError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def _load_builtins() -> None:
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def create_embedder(name: str, **kwargs: Any) -> Embedder:
+    """Build a registered embedder.
+
+    Args:
+        name: Registry name (see :func:`list_models`).
+        **kwargs: Passed to the factory.
+
+    Raises:
+        ModelError: For an unknown name, listing the known ones.
+    """
+    _load_builtins()
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise ModelError(
+            f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY)) or 'none'}", code="unknown_model"
+        )
+    return factory(**kwargs)
+
+
+def load_embedder(name_or_path: str | Path) -> Embedder:
+    """Resolve a registry name or a model bundle directory into an embedder.
+
+    A bundle directory holds ``facegate.json`` with at least ``{"model": NAME}`` and optionally ``"weights"`` (a
+    file relative to the bundle) and ``"threshold"``; the weights path is passed to the factory as ``weights``.
+
+    Raises:
+        ModelError: If neither a registered name nor a readable bundle.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if path.is_dir():
+        meta_path = path / BUNDLE_FILE
+        if not meta_path.is_file():
+            raise ModelError(f"{path}: not a model bundle (no {BUNDLE_FILE})", code="unknown_model")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{meta_path}: unreadable bundle metadata ({exc})") from None
+        if not isinstance(meta, dict) or "model" not in meta:
+            raise ModelError(f"{meta_path}: missing the 'model' key")
+        kwargs: dict[str, Any] = {}
+        if meta.get("weights"):
+            kwargs["weights"] = path / str(meta["weights"])
+        emb = create_embedder(str(meta["model"]), **kwargs)
+        if isinstance(meta.get("threshold"), int | float):
+            emb.default_threshold = float(meta["threshold"])
+        if meta.get("version"):
+            emb.version = str(meta["version"])
+        return emb
+    if path.suffix and path.exists():
+        raise ModelError(f"{path}: a model file must sit in a bundle directory with {BUNDLE_FILE}")
+    return create_embedder(text)

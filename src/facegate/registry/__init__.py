@@ -1,0 +1,1 @@
+"""facegate.registry: arrives with its issue (see README, 'Roadmap')."""

@@ -1,0 +1,1 @@
+"""facegate.serve: arrives with its issue (see README, 'Roadmap')."""

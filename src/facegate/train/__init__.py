@@ -1,0 +1,1 @@
+"""facegate.train: arrives with its issue (see README, 'Roadmap')."""

@@ -1,0 +1,1 @@
+"""facegate.tune: arrives with its issue (see README, 'Roadmap')."""
