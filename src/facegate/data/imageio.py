@@ -98,7 +98,12 @@ def decode_image(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS, name: str
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not a recognised image format", code="not_an_image") from None
-        except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+        except Image.DecompressionBombError as exc:
+            # Pillow refuses headers over twice its own limit before we see the size; keep its figures.
+            raise ImageError(
+                f"{name}: exceeds the {limits.max_pixels}-pixel limit ({exc})", code="too_many_pixels"
+            ) from None
+        except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{name}: unreadable image header ({type(exc).__name__})") from None
         with img:
             fmt = img.format or "?"

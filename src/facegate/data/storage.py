@@ -74,14 +74,17 @@ class Storage(ABC):
         """Delete an object (no error if absent)."""
 
     def upload_dir(self, local: str | Path, prefix: str) -> int:
-        """Copy a local directory tree under ``prefix``; returns the number of files."""
+        """Copy a local directory tree under ``prefix``; returns the number of files.
+
+        Hidden files (journals, temporary files of an interrupted write) are local state, not data: they stay.
+        """
         root = Path(local)
         if not root.is_dir():
             raise StorageError(f"{root}: not a directory")
         n = 0
         for f in sorted(root.rglob("*")):
-            if f.is_file():
-                rel = f.relative_to(root).as_posix()
+            rel = f.relative_to(root).as_posix()
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts):
                 self.put_bytes(f"{prefix.rstrip('/')}/{rel}" if prefix else rel, f.read_bytes())
                 n += 1
         return n

@@ -1,0 +1,23 @@
+"""Shared helpers for the benchmarks: locating ../shared and describing the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACEGATE_SHARED", REPO.parent / "shared"))
+
+
+def require(path: Path) -> Path:
+    """Exit with a clear message when benchmark data is absent."""
+    if not path.exists():
+        sys.exit(f"benchmark data not found: {path} (set FACEGATE_SHARED to the shared data folder)")
+    return path
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}

