@@ -46,7 +46,7 @@ def run(raw: Path, out: Path, workers: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--copies", type=int, default=4, help="copies of each photo (more = steadier figures)")
+    ap.add_argument("--copies", type=int, default=20, help="copies of each photo (more = steadier figures)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
