@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -336,9 +335,20 @@ def data_pull(
         typer.echo("manifest verified")
 
 
-def run() -> None:  # pragma: no cover - console entry point alias
-    """Entry point that keeps third-party telemetry off for everything this process starts."""
-    for key, value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("HF_HUB_OFFLINE", "1")):
+# Third-party telemetry stays off in everything the `facegate` command starts (set by the console entry point,
+# never on import: importing facegate changes no environment).
+TELEMETRY_OFF = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "OPENVINO_TELEMETRY_OPT_OUT": "1",
+    "NNCF_TELEMETRY_OPT_OUT": "1",
+}
+
+
+def run() -> None:
+    """Console entry point: telemetry off, then the Typer app."""
+    for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
     app(prog_name="facegate")
-    sys.exit(0)

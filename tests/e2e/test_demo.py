@@ -33,3 +33,17 @@ def test_demo_uses_nothing_from_shared(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["-q", "demo"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / ".facegate" / "demo" / "summary.json").is_file()
+
+
+def test_console_script_and_module_entry_points():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("facegate")
+    exe = str(script) if script.exists() else shutil.which("facegate")
+    assert exe, "the facegate console script is not installed"
+    for cmd in ([exe, "--version"], [sys.executable, "-m", "facegate", "--version"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
+        assert out.stdout.startswith("facegate ")
