@@ -251,6 +251,26 @@ def models_list() -> None:
             typer.echo(f"{name:12s} unavailable: {exc.message}")
 
 
+@models_app.command("import-insightface")
+@_errors
+def models_import_insightface(
+    ctx: typer.Context,
+    pth: Annotated[Path, typer.Argument(help="insightface arcface_torch backbone.pth (a state dict).")],
+    arch: Annotated[str, typer.Option(help="Architecture the checkpoint was trained as.")] = "iresnet50",
+    name: Annotated[str | None, typer.Option(help="Bundle name (default: the file's folder name).")] = None,
+    embedding_size: Annotated[int, typer.Option(help="Embedding size of the checkpoint.")] = 512,
+    out: Annotated[Path | None, typer.Option(help="Bundle directory (default <home>/models/NAME).")] = None,
+) -> None:
+    """Register an insightface checkpoint as a facegate model bundle (usable as --model DIR everywhere)."""
+    from facegate.models.torch_embedder import import_insightface
+
+    settings = _settings(ctx)
+    bundle_name = name or pth.resolve().parent.name or pth.stem
+    target = out or settings.home / "models" / bundle_name
+    bundle = import_insightface(pth, target, arch=arch, embedding_size=embedding_size, name=bundle_name)
+    typer.echo(f"registered {arch} bundle at {bundle}; use --model {bundle}")
+
+
 @data_app.command("manifest")
 @_errors
 def data_manifest(root: Annotated[Path, typer.Argument(help="Dataset root (<identity>/<image>).")]) -> None:

@@ -96,7 +96,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 _E = TypeVar("_E", bound=Callable[..., Embedder])
 _REGISTRY: dict[str, Callable[..., Embedder]] = {}
 # Modules whose import registers built-in models; imported lazily so `import facegate.models` stays cheap.
-_BUILTIN_MODULES = ("facegate.models.sface",)
+_BUILTIN_MODULES = ("facegate.models.sface", "facegate.models.torch_embedder")
 
 
 def register_model(name: str) -> Callable[[_E], _E]:
@@ -150,7 +150,8 @@ def load_embedder(name_or_path: str | Path) -> Embedder:
     """Resolve a registry name or a model bundle directory into an embedder.
 
     A bundle directory holds ``facegate.json`` with at least ``{"model": NAME}`` and optionally ``"weights"`` (a
-    file relative to the bundle) and ``"threshold"``; the weights path is passed to the factory as ``weights``.
+    file relative to the bundle, passed to the factory as ``weights``), ``"model_kwargs"`` (more factory
+    arguments, such as ``embedding_size`` and ``width``), ``"threshold"`` and ``"version"``.
 
     Raises:
         ModelError: If neither a registered name nor a readable bundle.
@@ -167,7 +168,7 @@ def load_embedder(name_or_path: str | Path) -> Embedder:
             raise ModelError(f"{meta_path}: unreadable bundle metadata ({exc})") from None
         if not isinstance(meta, dict) or "model" not in meta:
             raise ModelError(f"{meta_path}: missing the 'model' key")
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(meta.get("model_kwargs") or {})
         if meta.get("weights"):
             kwargs["weights"] = path / str(meta["weights"])
         emb = create_embedder(str(meta["model"]), **kwargs)
