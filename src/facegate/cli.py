@@ -209,6 +209,33 @@ def verify(
     typer.echo(json.dumps(result, indent=2))
 
 
+@app.command(context_settings={"allow_extra_args": False})
+@_errors
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Argument(help="Training config YAML (see configs/).", exists=True, dir_okay=False)],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides, e.g. optim.lr=0.05")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from <output>/checkpoints/last.pt if present.")] = True,
+) -> None:
+    """Train a backbone with a margin softmax (run under torchrun for DDP: gloo on CPU, NCCL on GPU)."""
+    from facegate.train.config import load_train_config
+    from facegate.train.trainer import train as run_train
+
+    cfg = load_train_config(config, overrides or [])
+    result = run_train(cfg, resume=resume, progress=_progress(ctx))
+    if result.bundle is None:  # not rank 0
+        return
+    val = result.final_val
+    typer.echo(
+        f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f} s, "
+        f"{result.samples_per_second:.1f} samples/s"
+        + (" (stopped early: target reached)" if result.stopped_early else "")
+    )
+    if val:
+        typer.echo(f"validation accuracy {val['accuracy']:.4f} ± {val['accuracy_std']:.4f}, AUC {val['auc']:.4f}")
+    typer.echo(f"model bundle: {result.bundle} (use --model {result.bundle})")
+
+
 @app.command()
 @_errors
 def demo(

@@ -21,6 +21,7 @@ from facegate.data.imageio import DEFAULT_LIMITS, ImageLimits, decode_image, rea
 from facegate.errors import DataError
 
 __all__ = [
+    "ArraySource",
     "BytesSource",
     "FolderSource",
     "ImageSource",
@@ -79,6 +80,22 @@ class BytesSource(ImageSource):
     def load(self, key: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
         """Decode the blob whose index is ``key``."""
         return decode_image(self.blobs[int(key)], limits=limits, name=self.describe(key))
+
+    def describe(self, key: str) -> str:
+        """``name[index]``."""
+        return f"{self.name}[{key}]"
+
+
+class ArraySource(ImageSource):
+    """Decoded faces held in memory (validation sets built in a training run); keys are row indices."""
+
+    def __init__(self, images: np.ndarray, name: str = "array") -> None:
+        self.images = images
+        self.name = name
+
+    def load(self, key: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+        """The image at row ``key``."""
+        return np.asarray(self.images[int(key)])
 
     def describe(self, key: str) -> str:
         """``name[index]``."""

@@ -93,9 +93,9 @@ class TorchEmbedder(Embedder):
     def _forward(self, faces: np.ndarray) -> np.ndarray:
         import torch
 
-        x = torch.from_numpy(faces).permute(0, 3, 1, 2).float().sub_(_MEAN).div_(_STD)
+        x = torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous().float().sub_(_MEAN).div_(_STD)
         with torch.inference_mode():
-            out = self.model(x.contiguous(memory_format=torch.channels_last))
+            out = self.model(x.to(next(self.model.parameters()).device))
         return np.asarray(out.float().numpy(), dtype=np.float32)
 
 

@@ -1,1 +1,1 @@
-"""facegate.train: arrives with its issue (see README, 'Roadmap')."""
+"""Training: iResNet + margin softmax, from one CPU to a DDP GPU cluster (``facegate train CONFIG.yaml``)."""
