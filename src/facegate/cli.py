@@ -216,13 +216,15 @@ def train(
     config: Annotated[Path, typer.Argument(help="Training config YAML (see configs/).", exists=True, dir_okay=False)],
     overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides, e.g. optim.lr=0.05")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from <output>/checkpoints/last.pt if present.")] = True,
+    track: Annotated[bool, typer.Option(help="Log to MLflow (MLFLOW_TRACKING_URI, else <home>/mlflow.db).")] = True,
 ) -> None:
     """Train a backbone with a margin softmax (run under torchrun for DDP: gloo on CPU, NCCL on GPU)."""
     from facegate.train.config import load_train_config
-    from facegate.train.trainer import train as run_train
+    from facegate.train.run import run_training
 
     cfg = load_train_config(config, overrides or [])
-    result = run_train(cfg, resume=resume, progress=_progress(ctx))
+    settings = _settings(ctx)
+    result, run_id = run_training(cfg, track=track, home=settings.home, resume=resume, progress=_progress(ctx))
     if result.bundle is None:  # not rank 0
         return
     val = result.final_val
@@ -234,6 +236,8 @@ def train(
     if val:
         typer.echo(f"validation accuracy {val['accuracy']:.4f} ± {val['accuracy_std']:.4f}, AUC {val['auc']:.4f}")
     typer.echo(f"model bundle: {result.bundle} (use --model {result.bundle})")
+    if run_id:
+        typer.echo(f"mlflow run: {run_id}")
 
 
 @app.command()

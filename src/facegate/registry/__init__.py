@@ -1,1 +1,1 @@
-"""facegate.registry: arrives with its issue (see README, 'Roadmap')."""
+"""MLflow tracking and model logging (``facegate.registry.tracking``)."""

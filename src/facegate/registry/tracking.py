@@ -1,0 +1,176 @@
+"""MLflow tracking of training runs.
+
+The embedded default is a SQLite store under ``FACEGATE_HOME`` (``<home>/mlflow.db``, artifacts in
+``<home>/mlartifacts``); ``MLFLOW_TRACKING_URI`` points it at a server instead. Every run logs its parameters (the
+flattened config), the resolved config file, the dataset's manifest hash, the git commit, metrics per step and per
+validation, the ROC and score plots of the final validation, the facegate model bundle and an MLflow PyTorch model
+whose pip requirements name the torch *build* that trained it (``2.13.0+cpu`` vs a CUDA build), so a CPU-trained
+model never asks for CUDA wheels or the other way round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from facegate.train.config import TrainConfig
+
+__all__ = ["MlflowCallback", "dataset_hash", "git_commit", "log_trained_model", "tracking_uri", "tracked_run"]
+
+TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def tracking_uri(home: str | Path = ".facegate") -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store under ``home``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    db = Path(home).resolve() / "mlflow.db"
+    return f"sqlite:///{db}"
+
+
+def git_commit(path: str | Path = ".") -> str:
+    """The checkout's commit (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def dataset_hash(cfg: TrainConfig) -> str:
+    """The training data's content version: the manifest hash of a folder, the index of a RecordIO set, or the
+    generator parameters of synthetic data."""
+    d = cfg.data
+    if d.kind == "synthetic":
+        key = f"synthetic:{d.synthetic_identities}:{d.synthetic_per_identity}:{cfg.seed}"
+        return hashlib.sha256(key.encode()).hexdigest()
+    if d.kind == "folder":
+        from facegate.data.storage import build_manifest
+
+        return str(build_manifest(str(d.path))["version"])
+    h = hashlib.sha256()
+    root = Path(str(d.path))
+    for name in ("train.idx", "property"):
+        p = root / name
+        if p.is_file():
+            h.update(p.read_bytes())
+    h.update(str((root / "train.rec").stat().st_size).encode())
+    return h.hexdigest()
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class MlflowCallback:
+    """Trainer callback logging step and validation metrics to the active MLflow run."""
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        """Log training metrics."""
+        import mlflow
+
+        mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items() if k != "step"}, step=step)
+
+    def on_validation(self, step: int, metrics: dict[str, Any]) -> None:
+        """Log validation metrics (numbers only; TAR@FAR flattened)."""
+        import mlflow
+
+        flat = {
+            f"val/{k}": float(v) for k, v in _flatten(metrics).items() if isinstance(v, int | float) and k != "step"
+        }
+        mlflow.log_metrics(flat, step=step)
+
+
+@contextmanager
+def tracked_run(
+    cfg: TrainConfig,
+    *,
+    home: str | Path = ".facegate",
+    experiment: str = "facegate",
+    nested: bool = False,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """Start an MLflow run for a training config and log what identifies it.
+
+    Yields:
+        The active ``mlflow.ActiveRun``.
+    """
+    import mlflow
+    import yaml
+
+    for k, v in TELEMETRY_ENV.items():
+        os.environ.setdefault(k, v)
+    mlflow.set_tracking_uri(tracking_uri(home))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        artifacts = None
+        if tracking_uri(home).startswith("sqlite:"):
+            artifacts = (Path(home).resolve() / "mlartifacts").as_uri()
+        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=cfg.name, nested=nested, parent_run_id=parent_run_id, tags=tags) as run:
+        params = _flatten(cfg.to_dict())
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.set_tags({"git_commit": git_commit(), "dataset_hash": dataset_hash(cfg), "data_kind": cfg.data.kind})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.yaml"
+            path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            mlflow.log_artifact(str(path))
+        yield run
+
+
+def log_trained_model(bundle: Path, cfg: TrainConfig, val_report_dir: Path | None = None) -> None:
+    """Log the bundle, the validation plots and an MLflow PyTorch model to the active run.
+
+    The PyTorch model is pickled whole (``serialization_format="pickle"``, facegate's package shipped as code) so it
+    loads and runs at any batch size; its requirements pin the exact torch build that trained it.
+    """
+    import mlflow
+    import numpy as np
+    import torch
+
+    from facegate.models.torch_embedder import TorchEmbedder
+
+    mlflow.log_artifacts(str(bundle), artifact_path="bundle")
+    if val_report_dir is not None and val_report_dir.is_dir():
+        for name in ("roc.png", "scores.png", "metrics.json"):
+            if (val_report_dir / name).is_file():
+                mlflow.log_artifact(str(val_report_dir / name), artifact_path="validation")
+    emb = TorchEmbedder(
+        cfg.model.backbone, weights=bundle / "model.pt", embedding_size=cfg.model.embedding_size, width=cfg.model.width
+    )
+    example = np.zeros((2, 3, 112, 112), dtype=np.float32)
+    import facegate
+
+    mlflow.pytorch.log_model(
+        emb.model,
+        name="model",
+        serialization_format="pickle",
+        code_paths=[str(Path(facegate.__file__).parent)],
+        pip_requirements=[f"torch=={torch.__version__}", f"numpy=={np.__version__}"],
+        input_example=example,
+    )
