@@ -21,7 +21,7 @@ from typing import Any
 
 from facegate.train.config import TrainConfig
 
-__all__ = ["MlflowCallback", "dataset_hash", "git_commit", "log_trained_model", "tracking_uri", "tracked_run"]
+__all__ = ["MlflowCallback", "dataset_hash", "git_commit", "log_trained_model", "tracked_run", "tracking_uri"]
 
 TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
@@ -37,12 +37,13 @@ def tracking_uri(home: str | Path = ".facegate") -> str:
 
 def git_commit(path: str | Path = ".") -> str:
     """The checkout's commit (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    # git from PATH on purpose: the commit of the user's own checkout, read-only commands with fixed arguments.
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10, check=True
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 cwd=path, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
             cwd=path,
             capture_output=True,
             text=True,
@@ -55,8 +56,10 @@ def git_commit(path: str | Path = ".") -> str:
 
 
 def dataset_hash(cfg: TrainConfig) -> str:
-    """The training data's content version: the manifest hash of a folder, the index of a RecordIO set, or the
-    generator parameters of synthetic data."""
+    """The training data's content version.
+
+    The manifest hash of a folder, the index of a RecordIO set, or the generator parameters of synthetic data.
+    """
     d = cfg.data
     if d.kind == "synthetic":
         key = f"synthetic:{d.synthetic_identities}:{d.synthetic_per_identity}:{cfg.seed}"
