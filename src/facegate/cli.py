@@ -242,6 +242,42 @@ def train(
 
 @app.command()
 @_errors
+def tune(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Argument(help="Base training config YAML.", exists=True, dir_okay=False)],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides of the base config")] = None,
+    samples: Annotated[int, typer.Option(help="Number of trials.")] = 4,
+    target: Annotated[float | None, typer.Option(help="Stop the search once a trial reaches this accuracy.")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (trials, Ray results, best_config.yaml).")] = Path(
+        ".facegate/tune"
+    ),
+    cpus: Annotated[int, typer.Option(help="CPUs Ray may use.")] = 2,
+    cpus_per_trial: Annotated[int, typer.Option(help="CPUs per trial.")] = 1,
+) -> None:
+    """Tune lr, weight decay, margin, embedding size and batch with Ray Tune + ASHA; nested MLflow runs."""
+    from facegate.train.config import load_train_config
+    from facegate.tune.search import run_tune
+
+    base = load_train_config(config, overrides or [])
+    settings = _settings(ctx)
+    res = run_tune(
+        base,
+        output=out,
+        num_samples=samples,
+        target_accuracy=target,
+        home=settings.home,
+        cpus=cpus,
+        cpus_per_trial=cpus_per_trial,
+    )
+    for i, t in enumerate(res.trials):
+        acc = "failed: " + (t["error"] or "")[:120] if t["accuracy"] is None else f"{t['accuracy']:.4f}"
+        typer.echo(f"trial {i}: accuracy {acc}  {json.dumps(t['config'], sort_keys=True)}")
+    typer.echo(f"best accuracy {res.best_accuracy:.4f}" + (" (target reached)" if res.reached_target else ""))
+    typer.echo(f"best config: {res.best_config_path}; mlflow parent run: {res.parent_run_id}")
+
+
+@app.command()
+@_errors
 def demo(
     ctx: typer.Context,
     workdir: Annotated[Path | None, typer.Option(help="Working directory (default <home>/demo; emptied).")] = None,

@@ -37,19 +37,22 @@ def tracking_uri(home: str | Path = ".facegate") -> str:
 
 def git_commit(path: str | Path = ".") -> str:
     """The checkout's commit (``+dirty`` when it has uncommitted changes), or ``unknown``."""
-    # git from PATH on purpose: the commit of the user's own checkout, read-only commands with fixed arguments.
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],  # noqa: S607 cwd=path, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+
+    def git(*args: str) -> str:
+        # git from PATH on purpose: the user's own checkout, read-only commands with fixed arguments.
+        out = subprocess.run(  # noqa: S603
+            ["git", *args],  # noqa: S607
             cwd=path,
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
-        ).stdout.strip()
+        )
+        return out.stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")

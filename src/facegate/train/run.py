@@ -48,7 +48,8 @@ def run_training(
     if track and is_main:
         from facegate.registry.tracking import MlflowCallback, tracked_run
 
-        cbs.append(MlflowCallback())
+        # First: a tuner's report may end the trial (ASHA), and the metric must be recorded before that.
+        cbs.insert(0, MlflowCallback())
         ctx = tracked_run(cfg, home=home, nested=parent_run_id is not None, parent_run_id=parent_run_id)
     with ctx as run:
         result = train(cfg, callbacks=cbs, resume=resume, progress=progress)

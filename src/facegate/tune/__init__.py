@@ -1,1 +1,1 @@
-"""facegate.tune: arrives with its issue (see README, 'Roadmap')."""
+"""Hyperparameter tuning with Ray Tune (``facegate tune CONFIG.yaml``)."""
