@@ -179,8 +179,9 @@ def run_tune(
                 run_config=tune.RunConfig(name="tune", storage_path=str(out / "ray"), stop=stopper, verbose=0),
             )
             grid = tuner.fit()
-            trials = []
-            for r in grid:
+            trials: list[dict[str, Any]] = []
+            for i in range(len(grid)):
+                r = grid[i]
                 cfg_used = {k: v for k, v in (r.config or {}).items() if not k.startswith("_")}
                 trials.append(
                     {
