@@ -144,3 +144,18 @@ def test_nan_stops_with_message(tmp_path):
     cfg = load_train_config(TINY, [*MICRO, "optim.lr=1e30", "optim.clip_grad_norm=null", f"output={tmp_path}"])
     with pytest.raises(TrainingError, match=r"stopped at step \d+: loss is"):
         train(cfg, progress=False)
+
+
+def test_teacher_distillation_runs_and_resumes_exactly(tmp_path):
+    micro = [*MICRO, "teacher=sface", "distill_weight=0.5", "model.dropout=0.0"]
+    a = load_train_config(TINY, [*micro, f"output={tmp_path / 'a'}"])
+    train(a, progress=False)
+    train(load_train_config(TINY, [*micro, f"output={tmp_path / 'b'}", "max_steps=5"]), progress=False)
+    train(load_train_config(TINY, [*micro, f"output={tmp_path / 'b'}"]), progress=False)
+    pa, pb = _params(tmp_path / "a"), _params(tmp_path / "b")
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    ck = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    assert ck["proj"]["weight"].shape == (128, 16)  # student 16-d projected onto SFace's 128-d
+    plain = load_train_config(TINY, [*MICRO, "model.dropout=0.0", f"output={tmp_path / 'c'}"])
+    train(plain, progress=False)
+    assert not all(torch.equal(pa[k], _params(tmp_path / "c")[k]) for k in pa)  # the teacher changed training

@@ -181,7 +181,7 @@ def micro_batches(
     return out
 
 
-class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     """Each item is a whole micro-batch, so loader workers decode in parallel but never reorder."""
 
     def __init__(self, source: FaceSource, batches: list[list[tuple[int, bool]]]) -> None:
@@ -191,7 +191,8 @@ class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(uint8 NCHW images, labels, keys)``; a key is ``2 * index + flip`` (teacher caches use it)."""
         imgs = []
         labels = []
         for idx, flip in self.batches[k]:
@@ -200,7 +201,8 @@ class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             labels.append(self.source.label(idx))
         # NCHW-contiguous: a permuted NHWC tensor would silently run the convolutions channels_last.
         x = torch.from_numpy(np.ascontiguousarray(np.stack(imgs))).permute(0, 3, 1, 2).contiguous()
-        return x, torch.tensor(labels, dtype=torch.long)
+        keys = torch.tensor([2 * idx + int(flip) for idx, flip in self.batches[k]], dtype=torch.long)
+        return x, torch.tensor(labels, dtype=torch.long), keys
 
 
 def epoch_loader(

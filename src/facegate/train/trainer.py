@@ -146,16 +146,50 @@ class _Embedder:
 
 
 class _TrainNet(nn.Module):
-    """Backbone + margin head as one module, so DDP synchronises the class centres' gradients too."""
+    """Backbone + margin head (+ distillation projection) as one module, so DDP synchronises all their gradients."""
 
-    def __init__(self, backbone: nn.Module, head: PartialFC, amp_dtype: torch.dtype | None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: PartialFC,
+        amp_dtype: torch.dtype | None,
+        proj: nn.Module | None = None,
+        distill_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         self.backbone, self.head, self.amp_dtype = backbone, head, amp_dtype
+        self.proj, self.distill_weight = proj, distill_weight
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             emb = self.backbone(x)
-        return self.head(emb, labels)
+        loss = self.head(emb, labels)
+        if teacher is not None and self.proj is not None:
+            # Embedding distillation: the student's projected embedding should point where the teacher's does.
+            student = nn.functional.normalize(self.proj(emb.float()))
+            loss = loss + self.distill_weight * (1.0 - (student * teacher).sum(dim=1)).mean()
+        return loss
+
+
+class _Teacher:
+    """A frozen embedder (e.g. SFace) whose embeddings of the training images are cached by (index, flip)."""
+
+    def __init__(self, name: str) -> None:
+        from facegate.models import load_embedder
+
+        self.embedder = load_embedder(name)
+        self.dim = self.embedder.embedding_size
+        self.cache: dict[int, np.ndarray] = {}
+
+    def targets(self, x_u8: torch.Tensor, keys: torch.Tensor, device: torch.device) -> torch.Tensor:
+        missing = [i for i, k in enumerate(keys.tolist()) if k not in self.cache]
+        if missing:
+            faces = x_u8[missing].permute(0, 2, 3, 1).contiguous().numpy()
+            # One face per pass: batched kernels may round differently with the batch's size and contents, and a
+            # resumed run fills its cache in other batches than the uninterrupted one (SFace costs the same per face).
+            for i, e in zip(missing, self.embedder.embed(faces, batch_size=1), strict=True):
+                self.cache[int(keys[i])] = e
+        return torch.from_numpy(np.stack([self.cache[int(k)] for k in keys.tolist()])).to(device)
 
 
 def train(
@@ -218,7 +252,11 @@ def train(
         CombinedMarginLoss(m.s, m.m1, m.m2, m.m3),
         sample_rate=m.sample_rate,
     ).to(device)
+    teacher = _Teacher(cfg.teacher) if cfg.teacher else None
+    proj = nn.Linear(cfg.model.embedding_size, teacher.dim).to(device) if teacher else None
     params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    if proj is not None:
+        params += list(proj.parameters())
     o = cfg.optim
     optimizer: torch.optim.Optimizer
     if o.name == "sgd":
@@ -238,6 +276,8 @@ def train(
         state = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         head.load_state_dict(state["head"])
+        if proj is not None and state.get("proj") is not None:
+            proj.load_state_dict(state["proj"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -247,7 +287,7 @@ def train(
         if is_main:
             print(f"resumed from {last} at step {global_step} (epoch {epoch}, step {step_in_epoch})", file=sys.stderr)
 
-    net: nn.Module = _TrainNet(model, head, amp_dtype)
+    net: nn.Module = _TrainNet(model, head, amp_dtype, proj, cfg.distill_weight)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
     if cfg.compile:
@@ -261,6 +301,7 @@ def train(
             {
                 "model": model.state_dict(),
                 "head": head.state_dict(),
+                "proj": proj.state_dict() if proj is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -315,7 +356,8 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = 0.0
                 for micro in range(cfg.grad_accum):
-                    x_u8, labels = next(it)
+                    x_u8, labels, keys = next(it)
+                    target = teacher.targets(x_u8, keys, device) if teacher is not None else None
                     x = x_u8.to(device, non_blocking=True).float().sub_(127.5).div_(127.5)
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
@@ -324,7 +366,7 @@ def train(
                     no_sync = getattr(net, "no_sync", None)
                     ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
                     with ctx:
-                        loss = net(x, labels) / cfg.grad_accum
+                        loss = net(x, labels, target) / cfg.grad_accum
                         scaler.scale(loss).backward()
                     loss_sum += float(loss.detach())
                     seen_since_log += x.shape[0] * world
