@@ -42,7 +42,7 @@ def main() -> None:
             {
                 "benchmark": "evaluate sface on LFW (decode + embed + score), 2 decode threads",
                 "pairs": len(pairs),
-                "images": len(pairs.keys()),
+                "images": len(pairs.image_keys()),
                 **runs,
                 "speedup_batch_64_vs_1": round(runs["batch_64"]["pairs_per_s"] / runs["batch_1"]["pairs_per_s"], 2),
                 "machine": machine(),

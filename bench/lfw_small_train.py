@@ -1,5 +1,6 @@
-"""Real-data run: train a small iResNet on LFW identities that do not occur in pairs folds 9-10, evaluate on those
-folds, and compare with the same network untrained and with the SFace baseline, in one run.
+"""Real-data run: a small iResNet trained on LFW identities outside pairs folds 9-10, evaluated on those folds.
+
+It is compared, in one run, with the same network untrained and with the SFace baseline.
 
 Prints one JSON object. Usage: ``python bench/lfw_small_train.py [--epochs N] [--width W] [--out DIR]``.
 """
@@ -32,7 +33,7 @@ def held_out(pairs: PairSet, folds: tuple[int, ...]) -> tuple[PairSet, set[str]]
         pairs.folds[keep],
         pairs.source,
     )
-    names = {k.split("/")[0] for k in sub.keys()}
+    names = {k.split("/")[0] for k in sub.image_keys()}
     return sub, names
 
 

@@ -132,7 +132,7 @@ class PairSet:
     def __len__(self) -> int:
         return len(self.left)
 
-    def keys(self) -> list[str]:
+    def image_keys(self) -> list[str]:
         """Distinct image keys in first-use order."""
         return list(dict.fromkeys(k for pair in zip(self.left, self.right, strict=True) for k in pair))
 

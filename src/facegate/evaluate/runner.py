@@ -144,7 +144,7 @@ def evaluate_pairs(
         ``n_failed_pairs``, ``failed_images``, ``seconds`` and ``pairs_per_second``.
     """
     aligner = aligner or FaceAligner()
-    keys = pairset.keys()
+    keys = pairset.image_keys()
     t0 = time.perf_counter()
     embs, failures = embed_images(
         pairset,
