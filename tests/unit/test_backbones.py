@@ -28,10 +28,10 @@ def test_state_dict_names_and_shapes_match_insightface(name):
 @pytest.mark.parametrize("name", ["iresnet18", "iresnet34", "iresnet50", "iresnet100"])
 def test_every_backbone_gives_finite_unit_norm_embeddings(name):
     torch.manual_seed(0)
-    model = create_model(name, embedding_size=64, width=0.125).eval()
+    model = create_model(name).eval()  # the published size: 2x3x112x112 -> 2x512
     with torch.no_grad():
         out = model(torch.randn(2, 3, 112, 112))
-    assert out.shape == (2, 64)
+    assert out.shape == (2, 512)
     emb = torch.nn.functional.normalize(out)
     assert torch.isfinite(emb).all()
     np.testing.assert_allclose(emb.norm(dim=1).numpy(), 1.0, rtol=1e-5)
