@@ -20,7 +20,7 @@ from facegate.models.base import BUNDLE_FILE, Embedder, register_model
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TorchEmbedder", "import_insightface", "load_state_dict"]
+__all__ = ["TorchEmbedder", "calibrate_batchnorm", "import_insightface", "load_state_dict"]
 
 # insightface-style input: RGB, (x - 127.5) / 127.5.
 _MEAN, _STD = 127.5, 127.5
@@ -97,6 +97,35 @@ class TorchEmbedder(Embedder):
         with torch.inference_mode():
             out = self.model(x.to(next(self.model.parameters()).device))
         return np.asarray(out.float().numpy(), dtype=np.float32)
+
+
+def calibrate_batchnorm(model: Any, faces: np.ndarray, batch_size: int = 32) -> None:
+    """Set BatchNorm running statistics from data, without learning anything.
+
+    A freshly initialised iResNet's running statistics (mean 0, variance 1) make its eval-mode activations grow by
+    orders of magnitude per stage (a fresh iResNet-100 overflows to NaN). An *untrained baseline* is only fair with
+    statistics measured on real inputs: this runs the faces through the network in training mode with a cumulative
+    average (``momentum=None``) and no gradient.
+    """
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(faces), batch_size):
+            chunk = np.ascontiguousarray(faces[start : start + batch_size])
+            if len(chunk) < 2:
+                break
+            x = torch.from_numpy(chunk).permute(0, 3, 1, 2).contiguous().float().sub_(_MEAN).div_(_STD)
+            model(x)
+    for m, momentum in saved:
+        m.momentum = momentum
+    model.train(was_training)
 
 
 def _register(arch: str) -> None:
