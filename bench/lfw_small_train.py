@@ -19,8 +19,8 @@ from facegate.data.pairs import PairSet, load_pairs
 from facegate.evaluate.runner import evaluate_pairs
 from facegate.models import create_embedder, load_embedder
 from facegate.models.torch_embedder import calibrate_batchnorm
-from facegate.train.data import build_source
 from facegate.train.config import load_train_config
+from facegate.train.data import build_source
 from facegate.train.run import run_training
 
 
