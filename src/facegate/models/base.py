@@ -41,6 +41,10 @@ class Embedder(ABC):
     embedding_size: int = 0
     default_threshold: float = 0.5
     version: str = "0"
+    #: Input convention of the underlying network: RGB NCHW float ``(x - input_mean) / input_std``. Exporters
+    #: record it so an exported graph is fed exactly as its source was.
+    input_mean: float = 127.5
+    input_std: float = 127.5
 
     @abstractmethod
     def _forward(self, faces: np.ndarray) -> np.ndarray:
@@ -96,7 +100,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 _E = TypeVar("_E", bound=Callable[..., Embedder])
 _REGISTRY: dict[str, Callable[..., Embedder]] = {}
 # Modules whose import registers built-in models; imported lazily so `import facegate.models` stays cheap.
-_BUILTIN_MODULES = ("facegate.models.sface", "facegate.models.torch_embedder")
+_BUILTIN_MODULES = ("facegate.models.sface", "facegate.models.torch_embedder", "facegate.export.runtime")
 
 
 def register_model(name: str) -> Callable[[_E], _E]:

@@ -32,6 +32,8 @@ class SFaceEmbedder(Embedder):
     embedding_size = 128
     # OpenCV Zoo's published cosine threshold for SFace (LFW-calibrated); replaced by an evaluated one in bundles.
     default_threshold = 0.363
+    input_mean = 0.0
+    input_std = 1.0
 
     def __init__(self, weights: str | Path | None = None) -> None:
         if weights is None:
