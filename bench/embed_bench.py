@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ def main() -> None:
     runtimes: dict[str, Embedder] = {"pytorch_eager": source}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(source, Path(tmp) / "model.onnx")
-        kw = {"mean": 127.5, "std": 127.5, "embedding_size": 512}
+        kw: dict[str, Any] = {"mean": 127.5, "std": 127.5, "embedding_size": 512}
         runtimes["onnxruntime"] = OnnxEmbedder(onnx_path, **kw)
         runtimes["openvino_fp32"] = OpenVINOEmbedder(_to_openvino(onnx_path, Path(tmp) / "fp32.xml", False), **kw)
         int8 = _quantize(onnx_path, Path(tmp) / "int8.xml", faces[:300], 127.5, 127.5)
@@ -71,7 +72,7 @@ def main() -> None:
                 "cosine_vs_pytorch": round(parity(source, emb, faces[:64])["cosine_mean"], 5),
             }
     base = results["pytorch_eager"]
-    for name, r in results.items():
+    for r in results.values():
         r["speedup_batch16_vs_pytorch"] = round(base["ms_per_face_batch16"] / r["ms_per_face_batch16"], 2)
         r["speedup_batch1_vs_pytorch"] = round(base["ms_per_face_batch1"] / r["ms_per_face_batch1"], 2)
     print(
