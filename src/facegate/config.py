@@ -141,8 +141,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
         # Only variables naming a known top-level setting: the FACEGATE_ namespace is shared (Kubernetes injects
         # FACEGATE_SERVICE_HOST / FACEGATE_PORT for a Service named facegate). Typos below a known key still fail.
-        if parts and parts[0] in Settings.model_fields:
-            _deep_merge(data, _nest(parts, None if value == "" else value))
+        # An empty variable means "unset" (Helm charts often render optional values as ""), not null.
+        if parts and parts[0] in Settings.model_fields and value != "":
+            _deep_merge(data, _nest(parts, value))
     return data
 
 

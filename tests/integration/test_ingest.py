@@ -82,3 +82,24 @@ def test_ingest_cli(raw, tmp_path):
     out = CliRunner().invoke(app, ["ingest", str(raw), str(raw / "inside")])
     assert out.exit_code == 2
     assert "must not be inside" in out.stderr
+
+
+def test_ingest_follows_changes_to_the_source(photos, tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "obama").mkdir(parents=True)
+    shutil.copy(photos / "train" / "obama" / "obama.jpg", raw / "obama" / "a.jpg")
+    shutil.copy(photos / "train" / "obama" / "obama2.jpg", raw / "obama" / "a.JPG")  # same stem, other case
+    shutil.copy(photos / "train" / "biden" / "biden.jpg", raw / "obama" / "b.jpg")
+    dst = tmp_path / "out"
+    first = ingest(raw, dst, Settings(), workers=0, progress=False)
+    assert first.aligned == 3
+    assert sorted(p.name for p in (dst / "obama").glob("*.jpg")) == ["a_JPG.jpg", "a_jpg.jpg", "b.jpg"]
+    # Replace one photo and delete another: the replaced one is redone, the deleted one's face leaves the dataset.
+    shutil.copy(photos / "train" / "biden" / "biden2.jpg", raw / "obama" / "a.jpg")
+    (raw / "obama" / "b.jpg").unlink()
+    again = ingest(raw, dst, Settings(), workers=0, progress=False)
+    assert again.processed == 1
+    assert again.resumed == 1
+    assert not (dst / "obama" / "b.jpg").exists()
+    assert check_manifest(dst).ok
+    assert json.loads((dst / "manifest.json").read_text())["n_files"] == 2

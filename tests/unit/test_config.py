@@ -55,3 +55,7 @@ def test_frozen_and_dumped(tmp_path):
         s.model = "x"  # type: ignore[misc]
     path = s.dump(tmp_path)
     assert load_settings(path, env={}) == s
+
+
+def test_empty_env_value_means_unset():
+    assert load_settings(env={"FACEGATE_STORAGE__URL": "", "FACEGATE_VERIFY__THRESHOLD": ""}) == Settings()

@@ -62,3 +62,13 @@ def test_nan_loss_stops_with_a_clear_message():
     head = PartialFC(4, 3, CombinedMarginLoss())
     with pytest.raises(NonFiniteLossError, match="learning rate"):
         head(torch.tensor([[float("nan")] * 4]), torch.tensor([0]))
+
+
+@pytest.mark.parametrize(("m1", "m2", "m3"), [(1.0, 0.5, 0.0), (2.0, 0.0, 0.0), (1.35, 0.25, 0.1), (1.0, 0.0, 0.4)])
+def test_target_logit_continuous_and_decreasing_for_any_margin(m1, m2, m3):
+    head = CombinedMarginLoss(s=1.0, m1=m1, m2=m2, m3=m3)
+    cos = torch.cos(torch.linspace(0, math.pi, 2001)).view(-1, 1)
+    target = head(cos, torch.zeros(2001, dtype=torch.long)).view(-1)
+    steps = target[1:] - target[:-1]
+    assert torch.all(steps <= 1e-6)
+    assert steps.abs().max() < 0.01  # no jump

@@ -96,3 +96,34 @@ def test_bin_refuses_code_execution(tmp_path):
 def test_missing_pairs_file(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_pairs(tmp_path / "none.txt")
+
+
+def test_folder_keys_cannot_escape_the_root(tmp_path):
+    from facegate.data.pairs import FolderSource
+    from facegate.errors import ImageError
+
+    src = FolderSource(tmp_path / "images")
+    for key in ("../secret.png", "/etc/passwd", "a/../../b.jpg"):
+        with pytest.raises(ImageError, match="inside"):
+            src.load(key)
+
+
+def test_bin_with_non_bytes_entries_refused(tmp_path):
+    p = tmp_path / "x.bin"
+    p.write_bytes(pickle.dumps(([10**6, b"x"], [True])))
+    with pytest.raises(DataError, match="encoded bytes"):
+        load_bin(p)
+
+
+def test_one_class_pairs_are_a_data_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from facegate.cli import app
+    from facegate.data.synthetic import write_synthetic_folder
+
+    write_synthetic_folder(tmp_path, 2, 2)
+    p = tmp_path / "p.csv"
+    p.write_text("image_a,image_b,same\nid_0000/0000.jpg,id_0000/0001.jpg,1\nid_0001/0000.jpg,id_0001/0001.jpg,1\n")
+    out = CliRunner().invoke(app, ["-q", "evaluate", "--pairs", str(p), "--out", str(tmp_path / "o")])
+    assert out.exit_code == 2
+    assert "both genuine" in out.stderr

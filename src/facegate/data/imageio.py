@@ -66,7 +66,9 @@ def read_image(path: str | os.PathLike[str], *, limits: ImageLimits = DEFAULT_LI
     if size > limits.max_bytes:
         raise ImageError(f"{p}: {size} bytes exceeds the {limits.max_bytes}-byte limit", code="too_large")
     try:
-        data = p.read_bytes()
+        # Bounded read: st_size lies for FIFOs and devices (/dev/zero would otherwise be read forever).
+        with p.open("rb") as fh:
+            data = fh.read(limits.max_bytes + 1)
     except OSError as exc:
         raise ImageError(f"{p}: cannot read file ({exc.strerror})") from None
     return decode_image(data, limits=limits, name=str(p))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from facegate.data.imageio import DEFAULT_LIMITS, ImageLimits, decode_image, read_image
-from facegate.errors import DataError
+from facegate.errors import DataError, ImageError
 
 __all__ = [
     "ArraySource",
@@ -58,12 +58,15 @@ class FolderSource(ImageSource):
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
-        """The file behind a key."""
-        return self.root / key
+        """The file behind a key; keys that would leave the root (absolute, ``..``) are refused."""
+        rel = Path(key)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ImageError(f"{key}: image path must stay inside {self.root}", code="bad_path")
+        return self.root / rel
 
     def load(self, key: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
         """Decode the file for ``key``."""
-        return read_image(self.root / key, limits=limits)
+        return read_image(self.path(key), limits=limits)
 
     def describe(self, key: str) -> str:
         """The file path."""
@@ -263,6 +266,8 @@ class _SafeUnpickler(pickle.Unpickler):
             ("numpy.core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "bool_"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
         }
     )
 
@@ -290,12 +295,18 @@ def load_bin(bin_file: str | Path) -> PairSet:
     if not isinstance(obj, tuple | list) or len(obj) != 2:
         raise DataError(f"{path}: expected a (bins, issame_list) pair")
     bins, issame = obj
+    if not all(isinstance(b, bytes | bytearray | np.ndarray) for b in bins):
+        raise DataError(f"{path}: image entries must be encoded bytes")
     blobs = [bytes(b) for b in bins]
     labels = np.asarray(list(issame), dtype=bool)
     if len(blobs) != 2 * labels.size:
         raise DataError(f"{path}: {len(blobs)} images for {labels.size} pairs (expected {2 * labels.size})")
     n = labels.size
-    folds = np.minimum(np.arange(n) * 10 // n, 9) if n >= 10 else np.arange(n) % 2
+    if n < 2:
+        raise DataError(f"{path}: need at least 2 pairs")
+    # sklearn KFold(min(10, n), shuffle=False): the first n % k folds hold one extra pair.
+    k = min(10, n)
+    folds = np.concatenate([np.full(len(c), i) for i, c in enumerate(np.array_split(np.arange(n), k))])
     left = [str(2 * i) for i in range(n)]
     right = [str(2 * i + 1) for i in range(n)]
     return PairSet(path.stem, left, right, labels, folds, BytesSource(blobs, name=path.name))

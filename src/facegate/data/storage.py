@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,14 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Delete an object (no error if absent)."""
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Store a local file (backends override this to stream instead of reading it whole)."""
+        self.put_bytes(key, path.read_bytes())
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Fetch an object into a local file, atomically."""
+        atomic_write_bytes(path, self.get_bytes(key))
+
     def upload_dir(self, local: str | Path, prefix: str) -> int:
         """Copy a local directory tree under ``prefix``; returns the number of files.
 
@@ -85,7 +94,7 @@ class Storage(ABC):
         for f in sorted(root.rglob("*")):
             rel = f.relative_to(root).as_posix()
             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts):
-                self.put_bytes(f"{prefix.rstrip('/')}/{rel}" if prefix else rel, f.read_bytes())
+                self.put_file(f"{prefix.rstrip('/')}/{rel}" if prefix else rel, f)
                 n += 1
         return n
 
@@ -95,8 +104,10 @@ class Storage(ABC):
         base = prefix.rstrip("/") + "/" if prefix else ""
         n = 0
         for key in self.list(base):
+            if key.endswith("/"):
+                continue  # an S3 console "folder" marker, not data
             rel = _clean_key(key[len(base) :])
-            atomic_write_bytes(root / rel, self.get_bytes(key))
+            self.get_file(key, root / rel)
             n += 1
         return n
 
@@ -137,6 +148,24 @@ class LocalStorage(Storage):
     def delete(self, key: str) -> None:
         """Delete an object."""
         self._path(key).unlink(missing_ok=True)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Copy a file in without reading it into memory (temp file + rename)."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Copy an object out without reading it into memory."""
+        src = self._path(key)
+        if not src.is_file():
+            raise StorageError(f"{self.url}: no object {key!r}", code="not_found")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, path)
 
 
 class S3Storage(Storage):
@@ -224,6 +253,24 @@ class S3Storage(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             raise self._error(exc, key) from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Stream a file up (boto3 switches to multipart above 8 MB: no 5 GB single-PUT limit, bounded memory)."""
+        try:
+            self.client.upload_file(str(path), self.bucket, self._key(key))
+        except Exception as exc:
+            raise self._error(exc, key) from None
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Stream an object down into a temporary file, then rename it into place."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(tmp))
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._error(exc, key) from None
+        os.replace(tmp, path)
 
 
 def _b64_sha256(data: bytes) -> str:

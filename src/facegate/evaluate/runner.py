@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from facegate.data.imageio import DEFAULT_LIMITS, ImageLimits
 from facegate.data.pairs import PairSet
-from facegate.errors import FacegateError
+from facegate.errors import DataError, FacegateError
 from facegate.evaluate.metrics import compute_metrics
 from facegate.faces.pipeline import AlignMode, FaceAligner
 from facegate.models.base import Embedder
@@ -167,7 +167,10 @@ def evaluate_pairs(
         else:
             scores[i] = float(np.dot(ea, eb))
     elapsed = time.perf_counter() - t0
-    metrics = compute_metrics(pairset.same, scores, pairset.folds, target_far=target_far)
+    try:
+        metrics = compute_metrics(pairset.same, scores, pairset.folds, target_far=target_far)
+    except ValueError as exc:  # one class only, or a fold whose complement lacks a class
+        raise DataError(f"{pairset.name}: cannot evaluate these pairs: {exc}") from None
     failed_named = {pairset.source.describe(k): v for k, v in sorted(failures.items())}
     metrics.update(
         {
@@ -212,17 +215,14 @@ def write_report(result: EvalResult, pairset: PairSet, out_dir: str | Path) -> l
     title = f"{m['model']} on {m['pairs']}"
     ok = np.ones(result.scores.size, dtype=bool)
     ok[list(failed)] = False
-    plot_roc(
-        result.same[ok] if ok.any() else result.same,
-        result.scores[ok] if ok.any() else result.scores,
-        written[2],
-        title=title,
-        tar_at_far=m["tar_at_far"],
-        auc_value=m["auc"],
-    )
+    # Plot the usable pairs; if failures removed a whole class, plot everything (failed pairs sit at -1).
+    if not (result.same[ok].any() and (~result.same[ok]).any()):
+        ok[:] = True
+    same, scores = result.same[ok], result.scores[ok]
+    plot_roc(same, scores, written[2], title=title, tar_at_far=m["tar_at_far"], auc_value=m["auc"])
     plot_scores(
-        result.same[ok] if ok.any() else result.same,
-        result.scores[ok] if ok.any() else result.scores,
+        same,
+        scores,
         written[3],
         title=title,
         threshold=m["threshold"],

@@ -227,7 +227,13 @@ def export_model(
     report = ExportReport(source=f"{source.name}@{source.version}")
     src_eval = None
     if pairs is not None:
-        src_eval = evaluate_pairs(source, pairs, mode="never", target_far=target_far, progress=progress).metrics
+        src_eval = evaluate_pairs(source, pairs, mode="auto", target_far=target_far, progress=progress).metrics
+        if src_eval["n_failed_pairs"]:
+            # Failed pairs score -1 on both sides: the gate would compare nothing and the threshold would be junk.
+            raise ExportGateError(
+                f"{src_eval['n_failed_pairs']} of {len(pairs)} gate pairs have unusable images "
+                f"(e.g. {next(iter(src_eval['failed_images'].items()))}); fix the pair set first"
+            )
         report.source_evaluation = {k: src_eval[k] for k in ("accuracy", "auc", "eer", "threshold_target_far")}
     kw = {"mean": source.input_mean, "std": source.input_std, "embedding_size": source.embedding_size}
     with tempfile.TemporaryDirectory(dir=out) as tmp:
@@ -255,7 +261,7 @@ def export_model(
                 problems.append(f"mean cosine {entry['parity']['cosine_mean']:.5f} < {gate}")
             threshold = source.default_threshold
             if pairs is not None and src_eval is not None:
-                ev = evaluate_pairs(exported, pairs, mode="never", target_far=target_far, progress=progress).metrics
+                ev = evaluate_pairs(exported, pairs, mode="auto", target_far=target_far, progress=progress).metrics
                 drop = src_eval["accuracy"] - ev["accuracy"]
                 entry["evaluation"] = {
                     k: ev[k] for k in ("accuracy", "auc", "eer", "threshold", "threshold_target_far", "tar_at_far")
@@ -268,11 +274,11 @@ def export_model(
             entry["problems"] = problems
             entry["seconds"] = round(time.perf_counter() - t0, 2)
             report.formats[fmt] = entry
-            if problems:
-                continue
             final = out / fmt
             if final.exists():
-                shutil.rmtree(final)
+                shutil.rmtree(final)  # a previous version's bundle must not survive a failed gate either
+            if problems:
+                continue
             if fmt == "onnx":
                 (work / "onnx_bundle").mkdir()
                 shutil.copyfile(onnx_path, work / "onnx_bundle" / "model.onnx")

@@ -25,7 +25,7 @@ import cv2
 from facegate.config import Settings
 from facegate.data.folder import scan_image_folder
 from facegate.data.imageio import ImageLimits, encode_jpeg, read_image
-from facegate.errors import DataError, FacegateError
+from facegate.errors import DataError, FacegateError, StorageError
 from facegate.faces.pipeline import FaceAligner, aligner_from_settings, limits_from_settings
 from facegate.utils import atomic_write_bytes, atomic_write_text
 
@@ -96,15 +96,33 @@ def process_image(
 ) -> dict[str, str]:
     """Align one image; returns a journal entry. Never raises for a bad image."""
     rel, src, dst = task
+    stamp = _stamp(src)
     try:
         image = read_image(src, limits=limits)
         crop = aligner.prepare(image, "always")
-        atomic_write_bytes(dst, encode_jpeg(crop.face, quality=quality))
+        data = encode_jpeg(crop.face, quality=quality)
     except FacegateError as exc:
-        return {"src": rel, "status": "failed", "code": exc.code, "message": exc.message}
-    except Exception as exc:
-        return {"src": rel, "status": "failed", "code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-    return {"src": rel, "status": "ok", "dst": Path(dst).name}
+        return {"src": rel, "status": "failed", "code": exc.code, "message": exc.message, "stamp": stamp}
+    except Exception as exc:  # one pathological file must not end a million-image run; retried on resume
+        message = f"{type(exc).__name__}: {exc}"
+        return {"src": rel, "status": "failed", "code": "internal_error", "message": message, "stamp": stamp}
+    try:
+        atomic_write_bytes(dst, data)
+    except OSError as exc:
+        # A full disk or a read-only destination is not this image's fault: stop, so it is not recorded as failed.
+        raise StorageError(
+            f"{dst}: cannot write the aligned face ({exc.strerror}); fix it and rerun to resume"
+        ) from None
+    return {"src": rel, "status": "ok", "dst": Path(dst).name, "stamp": stamp}
+
+
+def _stamp(path: str) -> str:
+    """Size and modification time of a source file: a replaced photo is ingested again on resume."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 # --- driver side -------------------------------------------------------------------------------------------------
@@ -129,7 +147,8 @@ def _output_names(rels: list[str]) -> dict[str, str]:
     for r in rels:
         p = Path(r)
         stem = str(p.with_suffix(""))
-        out[r] = stem + ("_" + p.suffix.lstrip(".").lower() if by_stem[stem] > 1 else "") + ".jpg"
+        # The suffix keeps its case: a.jpg and a.JPG are two photos and must not overwrite each other.
+        out[r] = stem + ("_" + p.suffix.lstrip(".") if by_stem[stem] > 1 else "") + ".jpg"
     return out
 
 
@@ -163,8 +182,6 @@ def ingest(
     """
     from tqdm import tqdm
 
-    from facegate.data.storage import write_manifest
-
     settings = settings or Settings()
     src_root, dst_root = Path(src).resolve(), Path(dst).resolve()
     if dst_root == src_root or src_root in dst_root.parents:
@@ -180,11 +197,22 @@ def ingest(
 
     report = IngestReport(src=str(src_root), dst=str(dst_root), total=len(rels), stray_files=stray)
     todo: list[tuple[str, str, str]] = []
+    current = set(rels)
+    for rel, old in list(journal.items()):
+        if rel not in current:
+            # The source photo is gone: its aligned face must not linger in the dataset (or its manifest).
+            if old.get("status") == "ok" and old.get("dst"):
+                (dst_root / Path(rel).parent / str(old["dst"])).unlink(missing_ok=True)
+            del journal[rel]
     for rel in rels:
         entry = journal.get(rel)
         out = dst_root / names[rel]
-        finished = entry is not None and (
-            (entry["status"] == "ok" and out.exists()) or (entry["status"] == "failed" and not retry_failed)
+        unchanged = entry is not None and entry.get("stamp", "") == _stamp(str(src_root / rel))
+        retry = retry_failed or (entry is not None and entry.get("code") == "internal_error")
+        finished = (
+            entry is not None
+            and unchanged
+            and ((entry["status"] == "ok" and out.exists()) or (entry["status"] == "failed" and not retry))
         )
         if finished:
             report.resumed += 1
@@ -212,10 +240,29 @@ def ingest(
                 bar.update(1)
     except KeyboardInterrupt:
         report.interrupted = True
+    except FacegateError:
+        report.interrupted = True
+        bar.close()
+        _finish(report, rels, journal, dst_root, settings, time.perf_counter() - t0)
+        raise
     finally:
         bar.close()
-    report.seconds = time.perf_counter() - t0
+    _finish(report, rels, journal, dst_root, settings, time.perf_counter() - t0)
+    return report
 
+
+def _finish(
+    report: IngestReport,
+    rels: list[str],
+    journal: dict[str, dict[str, str]],
+    dst_root: Path,
+    settings: Settings,
+    seconds: float,
+) -> None:
+    """Count outcomes, write the report and config, and (after a complete run) the manifest."""
+    from facegate.data.storage import write_manifest
+
+    report.seconds = seconds
     for rel in rels:
         entry = journal.get(rel)
         if entry is None:
@@ -231,7 +278,6 @@ def ingest(
     settings.dump(dst_root)
     if not report.interrupted:
         write_manifest(dst_root)
-    return report
 
 
 def _run(todo: list[tuple[str, str, str]], settings: Settings, workers: int) -> Iterator[dict[str, str]]:

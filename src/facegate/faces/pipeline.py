@@ -83,7 +83,12 @@ class FaceAligner:
                 raise FaceError(
                     f"image is {image.shape[1]}x{image.shape[0]}, not an aligned 112x112 face", code="not_aligned"
                 )
-            return FaceCrop(face=image, detection=None, sharpness=sharpness(image), n_faces=1)
+            sharp = sharpness(image)
+            if sharp < self.policy.min_sharpness:
+                raise FaceError(
+                    f"face is too blurry (sharpness {sharp:.1f} < {self.policy.min_sharpness:.1f})", code="blurry"
+                )
+            return FaceCrop(face=image, detection=None, sharpness=sharp, n_faces=1)
         detections = self.detector.detect(image)
         chosen = select_face(detections, image.shape, self.policy)
         face = align_face(image, chosen.landmarks)

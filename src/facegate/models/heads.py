@@ -4,9 +4,9 @@ Numerical safety, the most reported failure in this field (NaN losses under fp16
 
 - cosines are computed and the margin applied in **float32** whatever the autocast dtype: ``acos`` near +-1 has an
   unbounded derivative, so cosines are clamped to ``[-1 + 1e-7, 1 - 1e-7]`` first;
-- beyond ``theta + m2 > pi`` the ArcFace target would *increase* with the angle; there it falls back to the
-  linear continuation ``cos(theta) - m2 * sin(m2)`` (insightface's ``easy_margin=False`` rule), so the loss
-  stays monotonic;
+- beyond ``m1 * theta + m2 > pi`` the target would *increase* with the angle; there it continues as
+  ``cos(theta)`` shifted to meet the margin curve (in the spirit of insightface's ``easy_margin=False`` rule), so
+  the target logit is continuous and decreasing for every (m1, m2, m3);
 - the cross-entropy is taken on float32 logits; :class:`NonFiniteLossError` is raised (and the trainer stops with a
   clear message) the moment a loss is not finite, instead of silently training on NaNs.
 """
@@ -43,9 +43,10 @@ class CombinedMarginLoss(nn.Module):
         if s <= 0 or m1 < 1 or m2 < 0 or m3 < 0:
             raise ValueError("need s > 0, m1 >= 1, m2 >= 0, m3 >= 0")
         self.s, self.m1, self.m2, self.m3 = s, m1, m2, m3
-        # Beyond this angle the target logit would start increasing again.
-        self.theta_limit = (math.pi - m2) / m1
-        self.fallback = m2 * math.sin(m2) if m2 > 0 else 0.0
+        # Beyond this angle the target logit would start increasing again; past it the logit continues as
+        # cos(theta) shifted to meet the margin curve there: continuous and decreasing for any (m1, m2, m3).
+        self.theta_limit = min(math.pi, (math.pi - m2) / m1)
+        self.fallback = math.cos(self.theta_limit) - (math.cos(m1 * self.theta_limit + m2) - m3)
 
     def forward(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Apply the margin.
@@ -66,7 +67,7 @@ class CombinedMarginLoss(nn.Module):
         if self.m1 != 1.0 or self.m2 != 0.0:
             theta = torch.acos(target)
             margin = torch.cos(self.m1 * theta + self.m2) - self.m3
-            margin = torch.where(theta <= self.theta_limit, margin, target - self.m3 - self.fallback)
+            margin = torch.where(theta <= self.theta_limit, margin, target - self.fallback)
         else:
             margin = target - self.m3
         logits = cos.index_put((rows, cols), margin)

@@ -96,7 +96,7 @@ class TorchEmbedder(Embedder):
         x = torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous().float().sub_(_MEAN).div_(_STD)
         with torch.inference_mode():
             out = self.model(x.to(next(self.model.parameters()).device))
-        return np.asarray(out.float().numpy(), dtype=np.float32)
+        return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
 
 
 def calibrate_batchnorm(model: Any, faces: np.ndarray, batch_size: int = 32) -> None:

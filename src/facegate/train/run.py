@@ -22,7 +22,7 @@ def final_report(bundle: Path, cfg: TrainConfig, out_dir: Path) -> Path | None:
     pairs = build_val_pairs(cfg)
     if pairs is None:
         return None
-    result = evaluate_pairs(load_embedder(bundle), pairs, mode="never", flip=cfg.val.flip, progress=False)
+    result = evaluate_pairs(load_embedder(bundle), pairs, mode="auto", flip=cfg.val.flip, progress=False)
     write_report(result, pairs, out_dir)
     return out_dir
 

@@ -139,7 +139,7 @@ class _Embedder:
         was_training = self.inner.model.training
         self.inner.model.eval()
         try:
-            res = evaluate_pairs(self.inner, pairs, mode="never", flip=flip, progress=False)
+            res = evaluate_pairs(self.inner, pairs, mode="auto", flip=flip, progress=False)
         finally:
             self.inner.model.train(was_training)
         return res.metrics
@@ -316,10 +316,23 @@ def train(
             path,
         )
 
+    def _agree(stop: bool) -> bool:
+        # Only rank 0 validates: every rank must learn its verdict, or the others would wait in the next
+        # all-reduce while rank 0 has left the loop.
+        if world == 1:
+            return stop
+        flag = torch.tensor([int(stop)], device=device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def validate() -> dict[str, Any] | None:
         if evaluator is None or val_pairs is None:
             return None
         metrics = evaluator.evaluate(val_pairs, cfg.val.flip)
+        if metrics["n_failed_pairs"]:
+            # Unusable validation images would make the accuracy meaningless (and early stopping silent).
+            first = next(iter(metrics["failed_images"].items()))
+            raise TrainingError(f"{metrics['n_failed_pairs']} validation pairs failed; first: {first}")
         keep = {
             k: metrics[k]
             for k in ("accuracy", "accuracy_std", "auc", "eer", "threshold", "tar_at_far", "threshold_target_far")
@@ -397,8 +410,8 @@ def train(
                 v = cfg.val
                 if v.every_steps and global_step % v.every_steps == 0:
                     val = validate()
-                    if val and v.target_accuracy and val["accuracy"] >= v.target_accuracy:
-                        stopped_early = True
+                    stopped_early = _agree(bool(val and v.target_accuracy and val["accuracy"] >= v.target_accuracy))
+                    if stopped_early:
                         break
                 if cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0:
                     save(last)
@@ -406,8 +419,8 @@ def train(
                 epoch, step_in_epoch = epoch + 1, 0
                 if not cfg.val.every_steps and not stopped_early:
                     val = validate()
-                    if val and cfg.val.target_accuracy and val["accuracy"] >= cfg.val.target_accuracy:
-                        stopped_early = True
+                    goal = cfg.val.target_accuracy
+                    stopped_early = _agree(bool(val and goal and val["accuracy"] >= goal))
                 if not cfg.checkpoint_every_steps:
                     save(last)
     except NonFiniteLossError as exc:
