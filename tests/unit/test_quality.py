@@ -64,8 +64,11 @@ def test_blurry_face_refused():
 
 def test_align_modes():
     aligner = FaceAligner(_Fixed([]))
-    face = np.zeros((112, 112, 3), np.uint8)
+    face = np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8)
     assert aligner.prepare(face, "auto").detection is None  # already aligned: no detection
+    with pytest.raises(FaceError) as e:
+        aligner.prepare(np.zeros((112, 112, 3), np.uint8), "auto")  # a blank "aligned face" is still refused
+    assert e.value.code == "blurry"
     with pytest.raises(FaceError) as e:
         aligner.prepare(face, "always")
     assert e.value.code == "no_face"
