@@ -47,7 +47,6 @@ def main() -> None:
     ap.add_argument("--out", default=".facegate/runs/lfw_small")
     ap.add_argument("--track", action="store_true", help="also log the run to MLflow")
     ap.add_argument("--bundle", type=Path, default=None, help="evaluate this trained bundle instead of training")
-    ap.add_argument("--bundle", type=Path, default=None, help="evaluate this trained bundle instead of training")
     args = ap.parse_args()
     lfw = require(SHARED / "data" / "lfw-aligned")
     test, names = held_out(load_pairs(lfw / "pairs.txt", lfw), (8, 9))
