@@ -13,7 +13,9 @@ pytestmark = pytest.mark.integration
 
 def test_sface_export_cli(lfw, tmp_path):
     lines = (lfw / "pairs.txt").read_text().splitlines()
-    (tmp_path / "pairs.txt").write_text("\n".join(["1\t150", *lines[1:301]]) + "\n")  # fold 1: 150 + 150 pairs
+    same, diff = lines[1:301], lines[301:601]  # LFW fold 1: 300 same, then 300 different
+    body = same[:75] + diff[:75] + same[75:150] + diff[75:150]
+    (tmp_path / "pairs.txt").write_text("\n".join(["2\t75", *body]) + "\n")  # 2 folds of 75 + 75 pairs
     out = tmp_path / "exp"
     res = CliRunner().invoke(
         app,
