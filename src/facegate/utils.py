@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "canonical_json", "sha256_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "canonical_json", "flatten_dict", "sha256_file"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -48,3 +48,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (dotted keys, as config overrides and MLflow params use them)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_dict(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facegate.train.config import TrainConfig
+from facegate.utils import flatten_dict
 
 __all__ = ["MlflowCallback", "dataset_hash", "git_commit", "log_trained_model", "tracked_run", "tracking_uri"]
 
@@ -81,17 +82,6 @@ def dataset_hash(cfg: TrainConfig) -> str:
     return h.hexdigest()
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 class MlflowCallback:
     """Trainer callback logging step and validation metrics to the active MLflow run."""
 
@@ -106,7 +96,7 @@ class MlflowCallback:
         import mlflow
 
         flat = {
-            f"val/{k}": float(v) for k, v in _flatten(metrics).items() if isinstance(v, int | float) and k != "step"
+            f"val/{k}": float(v) for k, v in flatten_dict(metrics).items() if isinstance(v, int | float) and k != "step"
         }
         mlflow.log_metrics(flat, step=step)
 
@@ -139,7 +129,7 @@ def tracked_run(
         mlflow.create_experiment(experiment, artifact_location=artifacts)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=cfg.name, nested=nested, parent_run_id=parent_run_id, tags=tags) as run:
-        params = _flatten(cfg.to_dict())
+        params = flatten_dict(cfg.to_dict())
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.set_tags({"git_commit": git_commit(), "dataset_hash": dataset_hash(cfg), "data_kind": cfg.data.kind})
         with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from facegate.config import describe_validation_error
 from facegate.errors import ConfigError
 
 __all__ = ["TrainConfig", "load_train_config"]
@@ -161,7 +162,4 @@ def load_train_config(
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
-        raise ConfigError(f"invalid training config: {problems}") from None
+        raise ConfigError(f"invalid training config: {describe_validation_error(exc)}") from None

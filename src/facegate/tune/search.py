@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from facegate.train.config import TrainConfig, load_train_config
+from facegate.utils import flatten_dict
 
 __all__ = ["TuneResult", "default_space", "run_tune"]
 
@@ -65,7 +66,7 @@ def _trial(config: dict[str, Any]) -> None:
     home = config.pop("_home")
     parent = config.pop("_parent")
     trial_dir = Path(config.pop("_output")) / tune.get_context().get_trial_id()
-    cfg = load_train_config(None, {**_flatten(base), **config, "output": str(trial_dir), "val.every_steps": 0})
+    cfg = load_train_config(None, {**flatten_dict(base), **config, "output": str(trial_dir), "val.every_steps": 0})
 
     class Report:
         def on_log(self, step: int, metrics: dict[str, float]) -> None:
@@ -75,16 +76,6 @@ def _trial(config: dict[str, Any]) -> None:
             tune.report({"accuracy": float(metrics["accuracy"]), "auc": float(metrics["auc"]), "step": step})
 
     run_training(cfg, home=home, progress=False, callbacks=[Report()], parent_run_id=parent, resume=False)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def run_tune(
@@ -195,7 +186,7 @@ def run_tune(
                 errors = "; ".join(t["error"] or "no result" for t in trials)[:2000]
                 raise RuntimeError(f"no tuning trial produced a result: {errors}")
             best = max(ok, key=lambda t: t["accuracy"])
-            best_cfg = load_train_config(None, {**_flatten(base.to_dict()), **best["config"]})
+            best_cfg = load_train_config(None, {**flatten_dict(base.to_dict()), **best["config"]})
             path = out / "best_config.yaml"
             path.write_text(yaml.safe_dump(best_cfg.to_dict(), sort_keys=False))
             mlflow.log_metric("best_accuracy", float(best["accuracy"]))
