@@ -32,8 +32,13 @@ data_app = typer.Typer(
     help="Datasets: manifests, integrity checks, synthetic data, object storage.", no_args_is_help=True
 )
 models_app = typer.Typer(help="Registered face-embedding models.", no_args_is_help=True)
+gallery_app = typer.Typer(
+    help="Enrollment gallery: enroll, delete, list, reindex for a new model, rotate keys (FACEGATE_GALLERY_KEYS).",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(gallery_app, name="gallery")
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 2
@@ -375,6 +380,112 @@ def models_import_insightface(
     target = out or settings.home / "models" / bundle_name
     bundle = import_insightface(pth, target, arch=arch, embedding_size=embedding_size, name=bundle_name)
     typer.echo(f"registered {arch} bundle at {bundle}; use --model {bundle}")
+
+
+def _gallery(ctx: typer.Context, url: str | None) -> Any:
+    from facegate.serve.gallery import Gallery
+
+    settings = _settings(ctx)
+    return Gallery(url or f"sqlite:///{(settings.home / 'gallery.db').resolve()}")
+
+
+GalleryUrl = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (default sqlite:///<home>/gallery.db).")]
+
+
+@gallery_app.command("enroll")
+@_errors
+def gallery_enroll(
+    ctx: typer.Context,
+    student_id: Annotated[str, typer.Argument(help="The student's id (1-64 printable characters).")],
+    photos: Annotated[list[Path], typer.Argument(help="1..N photos of the student.")],
+    model: Annotated[str | None, typer.Option(help="Model whose template is built.")] = None,
+    db: GalleryUrl = None,
+) -> None:
+    """Enroll or re-enroll a student; photos without exactly one clear face are rejected with the reason."""
+    from facegate.errors import ImageError
+    from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
+    from facegate.models import load_embedder
+
+    settings = _settings(ctx, model=model)
+    limits = limits_from_settings(settings)
+    blobs = []
+    for p in photos:
+        size = p.stat().st_size if p.is_file() else -1
+        if size < 0:
+            raise ImageError(f"{p}: file not found", code="missing_image")
+        if size > limits.max_bytes:
+            raise ImageError(f"{p}: {size} bytes exceeds the {limits.max_bytes}-byte limit", code="too_large")
+        blobs.append(p.read_bytes())
+    res = _gallery(ctx, db).enroll(
+        student_id,
+        blobs,
+        load_embedder(settings.model),
+        aligner_from_settings(settings, multiple="reject"),
+        limits=limits,
+        admin="cli",
+    )
+    typer.echo(
+        json.dumps(
+            {
+                "student_id": res.student_id,
+                "accepted": res.accepted,
+                "rejected": res.rejected,
+                "model_version": res.model_version,
+            },
+            indent=2,
+        )
+    )
+
+
+@gallery_app.command("delete")
+@_errors
+def gallery_delete(
+    ctx: typer.Context,
+    student_id: Annotated[str, typer.Argument(help="The student's id.")],
+    db: GalleryUrl = None,
+) -> None:
+    """Delete a student and all their biometric data (crops and templates)."""
+    if not _gallery(ctx, db).delete(student_id, admin="cli"):
+        typer.echo(f"error: no student {student_id!r} [unknown_student]", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    typer.echo(f"deleted {student_id}")
+
+
+@gallery_app.command("list")
+@_errors
+def gallery_list(ctx: typer.Context, db: GalleryUrl = None) -> None:
+    """List enrolled students (ids, photo counts, model versions; no biometric data)."""
+    typer.echo(json.dumps(_gallery(ctx, db).students(), indent=2))
+
+
+@gallery_app.command("reindex")
+@_errors
+def gallery_reindex(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model (bundle) whose templates to build from the stored crops.")],
+    db: GalleryUrl = None,
+) -> None:
+    """Build templates for a new model version before it takes traffic."""
+    from facegate.models import load_embedder
+
+    embedder = load_embedder(model)
+    n = _gallery(ctx, db).reindex(embedder)
+    typer.echo(f"indexed {n} students for model version {embedder.version}")
+
+
+@gallery_app.command("rotate-keys")
+@_errors
+def gallery_rotate(ctx: typer.Context, db: GalleryUrl = None) -> None:
+    """Re-encrypt every stored crop with the active (first) key of FACEGATE_GALLERY_KEYS."""
+    typer.echo(f"re-encrypted {_gallery(ctx, db).rotate_keys()} crops")
+
+
+@gallery_app.command("new-key")
+def gallery_new_key(key_id: Annotated[str, typer.Argument(help="Id of the new key.")] = "k1") -> None:
+    """Print a new id:base64key entry for FACEGATE_GALLERY_KEYS (store it in a secret, never in git)."""
+    from facegate.serve.gallery import KeyRing
+
+    typer.echo(KeyRing.generate(key_id))
 
 
 @data_app.command("manifest")

@@ -1,1 +1,1 @@
-"""facegate.serve: arrives with its issue (see README, 'Roadmap')."""
+"""Serving: the enrollment gallery (``facegate.serve.gallery``); the KServe verifier arrives next."""

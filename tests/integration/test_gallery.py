@@ -1,0 +1,146 @@
+"""The enrollment gallery on real photos: enroll, verify, delete, reindex, rotate keys, crash safety."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from facegate.data.imageio import read_image
+from facegate.faces.pipeline import FaceAligner
+from facegate.faces.quality import FacePolicy
+from facegate.serve.gallery import Gallery, GalleryError, KeyRing
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def keys():
+    return KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate("k1")})
+
+
+@pytest.fixture
+def kiosk(aligner):
+    return FaceAligner(aligner.detector, FacePolicy(multiple="reject"))
+
+
+def _score(gallery, sface, kiosk, student, path):
+    face = kiosk.prepare(read_image(path)).face
+    return float(np.dot(sface.embed(face)[0], gallery.template(student, sface.version)))
+
+
+def test_enroll_verify_delete(photos, tmp_path, keys, sface, kiosk):
+    g = Gallery(f"sqlite:///{tmp_path / 'g.db'}", keys)
+    train = photos / "train"
+    res = g.enroll(
+        "S-obama",
+        [(train / "obama" / "obama.jpg").read_bytes(), (photos / "two_people.jpg").read_bytes(), b"not an image"],
+        sface,
+        kiosk,
+    )
+    assert res.accepted == 1
+    assert sorted(r["reason"] for r in res.rejected) == ["multiple_faces", "not_an_image"]
+    assert _score(g, sface, kiosk, "S-obama", train / "obama" / "obama2.jpg") >= sface.default_threshold
+    assert _score(g, sface, kiosk, "S-obama", train / "biden" / "biden.jpg") < sface.default_threshold
+    g.enroll("S-biden", [(train / "biden" / "biden.jpg").read_bytes()], sface, kiosk)
+    # No raw photo and no plaintext crop in the database file.
+    raw = (tmp_path / "g.db").read_bytes() + (tmp_path / "g.db-wal").read_bytes()
+    assert b"\xff\xd8\xff" not in raw  # no JPEG in clear
+    with pytest.raises(GalleryError, match="no usable photo"):
+        g.enroll("S-nobody", [(photos / "two_people.jpg").read_bytes()], sface, kiosk)
+    assert g.delete("S-obama")
+    counts = g.counts()
+    assert counts["students"] == 1
+    assert counts["crops"] == 1
+    assert counts["templates"] == 1
+    con = sqlite3.connect(tmp_path / "g.db")
+    for table in ("students", "crops", "templates"):
+        assert (
+            con.execute(
+                f"select count(*) from {table} where {'id' if table == 'students' else 'student_id'} = 'S-obama'"
+            ).fetchone()[0]
+            == 0
+        )
+    assert [a["action"] for a in g.audit()][:1] == ["delete"]
+    assert not g.delete("S-obama")
+
+
+def test_reindex_and_rotate_keys(photos, tmp_path, sface, kiosk):
+    k1, k2 = KeyRing.generate("k1"), KeyRing.generate("k2")
+    g = Gallery(f"sqlite:///{tmp_path / 'g.db'}", KeyRing.from_env({"FACEGATE_GALLERY_KEYS": k1}))
+    g.enroll("s", [(photos / "train" / "rose_leslie" / "img1.jpg").read_bytes()], sface, kiosk)
+    before = g.template("s", sface.version)
+
+    class Renamed:  # the same network under a new version name, as a new model would be
+        name, embedding_size, version, default_threshold = "sface", 128, "v2", 0.36
+
+        def embed(self, faces, **kw):
+            return sface.embed(faces, **kw)
+
+    assert g.reindex(Renamed()) == 1
+    after = g.template("s", "v2")
+    assert float(np.dot(before, after)) > 0.99  # rebuilt from the stored (decrypted, JPEG) crop
+    g2 = Gallery(f"sqlite:///{tmp_path / 'g.db'}", KeyRing.from_env({"FACEGATE_GALLERY_KEYS": f"{k2},{k1}"}))
+    assert g2.rotate_keys() == 1
+    g3 = Gallery(f"sqlite:///{tmp_path / 'g.db'}", KeyRing.from_env({"FACEGATE_GALLERY_KEYS": k2}))
+    assert g3.reindex(Renamed()) == 1  # the old key is no longer needed
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+    from facegate.faces.pipeline import FaceAligner
+    from facegate.models import create_embedder
+    from facegate.serve.gallery import Gallery, KeyRing
+
+    @event.listens_for(Session, "after_flush")
+    def _stall(session, ctx):
+        print("FLUSHED", flush=True)
+        time.sleep(60)
+
+    g = Gallery(sys.argv[1], KeyRing.from_env())
+    photos = [open(p, "rb").read() for p in sys.argv[2:]]
+    g.enroll("s1", photos, create_embedder("sface"), FaceAligner())
+    """
+)
+
+
+def test_sigkill_during_enrollment_leaves_gallery_consistent(photos, tmp_path, sface, kiosk):
+    key = KeyRing.generate("k1")
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    g = Gallery(url, KeyRing.from_env({"FACEGATE_GALLERY_KEYS": key}))
+    g.enroll("s1", [(photos / "train" / "obama" / "obama.jpg").read_bytes()], sface, kiosk)
+    old = g.template("s1", sface.version)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    new_photos = [str(photos / "train" / "biden" / n) for n in ("biden.jpg", "biden2.jpg")]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), url, *new_photos],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FACEGATE_GALLERY_KEYS": key},
+    )
+    try:
+        deadline = time.time() + 120
+        line = ""
+        while time.time() < deadline and "FLUSHED" not in line:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert "FLUSHED" in line, "the child never reached the middle of its transaction"
+        proc.send_signal(signal.SIGKILL)  # the rows are written but not committed
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    g2 = Gallery(url, KeyRing.from_env({"FACEGATE_GALLERY_KEYS": key}))
+    assert sqlite3.connect(tmp_path / "g.db").execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert g2.counts()["crops"] == 1  # the old enrollment, whole
+    np.testing.assert_array_equal(g2.template("s1", sface.version), old)
