@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--out", default=".facegate/runs/lfw_small")
     ap.add_argument("--track", action="store_true", help="also log the run to MLflow")
     ap.add_argument("--bundle", type=Path, default=None, help="evaluate this trained bundle instead of training")
+    ap.add_argument("--teacher", default=None, help="distil this model into the student (e.g. sface)")
     args = ap.parse_args()
     lfw = require(SHARED / "data" / "lfw-aligned")
     test, names = held_out(load_pairs(lfw / "pairs.txt", lfw), (8, 9))
@@ -58,6 +59,7 @@ def main() -> None:
             f"model.width={args.width}",
             f"model.backbone={args.backbone}",
             f"output={args.out}",
+            *([f"teacher={args.teacher}"] if args.teacher else []),
         ],
     )
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"exclude_identities": sorted(names)})})
@@ -101,6 +103,7 @@ def main() -> None:
                     "width": cfg.model.width,
                     "epochs": args.epochs,
                     "embedding_size": cfg.model.embedding_size,
+                    "teacher": cfg.teacher,
                 },
                 "train_seconds": round(train_s, 1),
                 "samples_per_second": round(sps, 1),
