@@ -133,6 +133,9 @@ def evaluate(
     flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Flip test-time augmentation.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Faces per forward pass.")] = None,
     target_far: Annotated[float | None, typer.Option(help="FAR for the deployment threshold.")] = None,
+    record: Annotated[
+        bool, typer.Option(help="When --model is a bundle, store the result and its threshold in the bundle.")
+    ] = True,
 ) -> None:
     """Run the LFW 10-fold verification protocol and write metrics and plots."""
     from facegate.data.pairs import load_pairs
@@ -168,6 +171,11 @@ def evaluate(
     write_report(result, pairset, out)
     settings.dump(out)
     m = result.metrics
+    if record and Path(settings.model).is_dir() and not m["n_failed_pairs"]:
+        from facegate.evaluate.runner import record_in_bundle
+
+        thr = record_in_bundle(settings.model, m)
+        typer.echo(f"recorded in {settings.model}: threshold {thr:.4f} (target FAR {m['target_far']:g})")
     tar = ", ".join(f"{k}: {v:.4f}" for k, v in m["tar_at_far"].items() if v is not None)
     typer.echo(
         f"{m['model']} on {m['pairs']} ({m['n_pairs']} pairs): accuracy {m['accuracy']:.4f} "

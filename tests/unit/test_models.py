@@ -81,3 +81,36 @@ def test_tampered_weights_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(sface_mod, "packaged_model_path", lambda name: fake)
     with pytest.raises(ModelError, match="does not match the published"):
         sface_mod.SFaceEmbedder()
+
+
+def test_evaluate_records_threshold_in_bundle(tmp_path):
+    from typer.testing import CliRunner
+
+    from facegate.cli import app
+    from facegate.data.synthetic import write_synthetic_folder, write_synthetic_pairs
+
+    write_synthetic_folder(tmp_path / "faces", 12, 4)
+    write_synthetic_pairs(tmp_path / "faces" / "pairs.csv", 12, 4, 200)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "facegate.json").write_text(json.dumps({"model": "sface", "version": "v7"}))
+    out = CliRunner().invoke(
+        app,
+        [
+            "-q",
+            "evaluate",
+            "--model",
+            str(bundle),
+            "--pairs",
+            str(tmp_path / "faces" / "pairs.csv"),
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    meta = json.loads((bundle / "facegate.json").read_text())
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert meta["evaluations"]["pairs"]["accuracy"] == metrics["accuracy"]
+    assert meta["threshold"] == metrics["threshold"]  # 100 impostors cannot resolve FAR 1e-3: accuracy-optimal
+    assert meta["threshold_source"]["at_target_far"] is False
+    assert load_embedder(bundle).default_threshold == meta["threshold"]  # and serving/verify use it

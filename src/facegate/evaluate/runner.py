@@ -26,7 +26,7 @@ from facegate.evaluate.metrics import compute_metrics
 from facegate.faces.pipeline import AlignMode, FaceAligner
 from facegate.models.base import Embedder
 
-__all__ = ["EvalResult", "embed_images", "evaluate_pairs", "write_report"]
+__all__ = ["EvalResult", "embed_images", "evaluate_pairs", "record_in_bundle", "write_report"]
 
 FAILED_SCORE = -1.0
 
@@ -191,6 +191,46 @@ def evaluate_pairs(
     return EvalResult(
         metrics=metrics, scores=scores, same=pairset.same, failed_images=failed_named, failed_pairs=failed_pairs
     )
+
+
+def record_in_bundle(bundle: str | Path, metrics: dict[str, Any]) -> float:
+    """Store an evaluation in a model bundle's ``facegate.json`` and make its threshold the bundle's own.
+
+    The threshold is the one at the evaluation's target FAR, or the accuracy-optimal one where the pair set cannot
+    resolve that FAR. Serving reads it from the bundle, so every model version verifies with its own threshold.
+
+    Returns:
+        The threshold recorded.
+    """
+    import json
+
+    from facegate.models.base import BUNDLE_FILE
+    from facegate.utils import atomic_write_text
+
+    path = Path(bundle) / BUNDLE_FILE
+    meta = json.loads(path.read_text())
+    thr = metrics["threshold_target_far"] if metrics.get("threshold_target_far") is not None else metrics["threshold"]
+    keep = (
+        "accuracy",
+        "accuracy_std",
+        "auc",
+        "eer",
+        "tar_at_far",
+        "threshold",
+        "threshold_target_far",
+        "target_far",
+        "n_pairs",
+        "n_failed_pairs",
+    )
+    meta.setdefault("evaluations", {})[metrics["pairs"]] = {k: metrics.get(k) for k in keep}
+    meta["threshold"] = float(thr)
+    meta["threshold_source"] = {
+        "pairs": metrics["pairs"],
+        "target_far": metrics["target_far"],
+        "at_target_far": metrics.get("threshold_target_far") is not None,
+    }
+    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+    return float(thr)
 
 
 def write_report(result: EvalResult, pairset: PairSet, out_dir: str | Path) -> list[Path]:
