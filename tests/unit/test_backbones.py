@@ -45,43 +45,32 @@ def test_registry_lists_and_rejects():
         create_model("resnet9000")
 
 
+def _import(pth, out):
+    args = [
+        "models",
+        "import-insightface",
+        str(pth),
+        "--arch",
+        "iresnet18",
+        "--embedding-size",
+        "32",
+        "--out",
+        str(out),
+    ]
+    return CliRunner().invoke(app, args)
+
+
 def test_import_insightface_checkpoint(tmp_path):
     # An insightface-style checkpoint (DDP "module." prefix) of a narrow r18 becomes a bundle that loads and embeds.
     src = create_model("iresnet18", embedding_size=32, width=0.25)
     torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "backbone.pth")
     with pytest.raises(ModelError, match="do not fit"):
         TorchEmbedder("iresnet18", weights=tmp_path / "backbone.pth", embedding_size=512)
-    out = CliRunner().invoke(
-        app,
-        [
-            "models",
-            "import-insightface",
-            str(tmp_path / "backbone.pth"),
-            "--arch",
-            "iresnet18",
-            "--embedding-size",
-            "32",
-            "--out",
-            str(tmp_path / "bundle"),
-        ],
-    )
+    out = _import(tmp_path / "backbone.pth", tmp_path / "bundle")
     assert out.exit_code != 0  # width 0.25 is not the published r18: strict loading refuses it
     full = create_model("iresnet18", embedding_size=32)
     torch.save(full.state_dict(), tmp_path / "full.pth")
-    out = CliRunner().invoke(
-        app,
-        [
-            "models",
-            "import-insightface",
-            str(tmp_path / "full.pth"),
-            "--arch",
-            "iresnet18",
-            "--embedding-size",
-            "32",
-            "--out",
-            str(tmp_path / "bundle"),
-        ],
-    )
+    out = _import(tmp_path / "full.pth", tmp_path / "bundle")
     assert out.exit_code == 0, out.output
     emb = load_embedder(tmp_path / "bundle")
     faces = np.random.default_rng(0).integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)

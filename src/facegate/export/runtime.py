@@ -30,21 +30,7 @@ def to_blob(faces: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 
 class _Exported(Embedder):
-    def __init__(self, weights: str | Path, mean: float, std: float, embedding_size: int, threshold: float) -> None:
-        path = Path(weights)
-        if not path.is_file():
-            raise ModelError(f"{path}: model file not found", code="model_missing")
-        self.weights = path
-        self.input_mean, self.input_std = float(mean), float(std)
-        self.embedding_size = int(embedding_size)
-        self.default_threshold = float(threshold)
-        self.version = path.parent.name or path.stem
-
-
-class OnnxEmbedder(_Exported):
-    """An ONNX graph run by ONNX Runtime (CPU)."""
-
-    name = "onnx"
+    """Shared constructor of exported-model embedders: weights file, input convention, size and threshold."""
 
     def __init__(
         self,
@@ -55,11 +41,32 @@ class OnnxEmbedder(_Exported):
         threshold: float = 0.3,
         threads: int | None = None,
     ) -> None:
-        super().__init__(weights, mean, std, embedding_size, threshold)
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found", code="model_missing")
+        self.weights = path
+        self.input_mean, self.input_std = float(mean), float(std)
+        self.embedding_size = int(embedding_size)
+        self.default_threshold = float(threshold)
+        self.threads = threads
+        self.version = path.parent.name or path.stem
+        self._load()
+
+    def _load(self) -> None:
+        """Open the runtime session for ``self.weights``."""
+        raise NotImplementedError
+
+
+class OnnxEmbedder(_Exported):
+    """An ONNX graph run by ONNX Runtime (CPU)."""
+
+    name = "onnx"
+
+    def _load(self) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.intra_op_num_threads = self.threads or (os.cpu_count() or 1)
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.weights), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -70,28 +77,17 @@ class OnnxEmbedder(_Exported):
 
 
 class OpenVINOEmbedder(_Exported):
-    """An OpenVINO IR (``model.xml`` + ``model.bin``) compiled for the CPU."""
+    """An OpenVINO IR (``model.xml`` + ``model.bin``) compiled for the CPU with the latency hint."""
 
     name = "openvino"
 
-    def __init__(
-        self,
-        weights: str | Path,
-        mean: float = 127.5,
-        std: float = 127.5,
-        embedding_size: int = 512,
-        threshold: float = 0.3,
-        threads: int | None = None,
-        hint: str = "LATENCY",
-    ) -> None:
-        super().__init__(weights, mean, std, embedding_size, threshold)
+    def _load(self) -> None:
         import openvino as ov
 
-        core = ov.Core()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(str(self.weights), "CPU", config)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        self.compiled = ov.Core().compile_model(str(self.weights), "CPU", config)
         self.output = self.compiled.output(0)
 
     def _forward(self, faces: np.ndarray) -> np.ndarray:
