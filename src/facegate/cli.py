@@ -38,7 +38,9 @@ gallery_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="API keys of kiosks and administrators for the verifier service.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")
+app.add_typer(keys_app, name="keys")
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 2
@@ -393,8 +395,7 @@ def models_import_insightface(
 def _gallery(ctx: typer.Context, url: str | None) -> Any:
     from facegate.serve.gallery import Gallery
 
-    settings = _settings(ctx)
-    return Gallery(url or f"sqlite:///{(settings.home / 'gallery.db').resolve()}")
+    return Gallery(url or _settings(ctx).gallery_url())
 
 
 GalleryUrl = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (default sqlite:///<home>/gallery.db).")]
@@ -494,6 +495,67 @@ def gallery_new_key(key_id: Annotated[str, typer.Argument(help="Id of the new ke
     from facegate.serve.gallery import KeyRing
 
     typer.echo(KeyRing.generate(key_id))
+
+
+def _keys(ctx: typer.Context, url: str | None) -> Any:
+    from facegate.serve.auth import ApiKeyStore
+
+    return ApiKeyStore.from_url(url or _settings(ctx).gallery_url())
+
+
+@keys_app.command("create")
+@_errors
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Kiosk id or administrator name.")],
+    role: Annotated[str, typer.Option(help="kiosk (verify, embed) or admin (also enroll, delete, audit).")] = "kiosk",
+    db: GalleryUrl = None,
+) -> None:
+    """Create (or replace) an API key; it is printed once and stored only as its SHA-256."""
+    typer.echo(_keys(ctx, db).create(name, role))  # type: ignore[arg-type]
+
+
+@keys_app.command("list")
+@_errors
+def keys_list(ctx: typer.Context, db: GalleryUrl = None) -> None:
+    """List key names, roles and dates (never the keys)."""
+    typer.echo(json.dumps(_keys(ctx, db).list(), indent=2))
+
+
+@keys_app.command("revoke")
+@_errors
+def keys_revoke(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Key name.")], db: GalleryUrl = None
+) -> None:
+    """Revoke a key (running servers stop accepting it within 5 seconds)."""
+    if not _keys(ctx, db).revoke(name):
+        typer.echo(f"error: no active key named {name!r} [key_not_found]", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    typer.echo(f"revoked {name}")
+
+
+@app.command()
+@_errors
+def serve(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Option(help="Registered model or bundle (an OpenVINO export in production).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1; 0.0.0.0 in a pod).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8080).")] = None,
+    db: GalleryUrl = None,
+) -> None:
+    """Serve the KServe verifier (v2 /v2/models/verifier/infer, v1 :predict), the embed model and the admin API.
+
+    Needs FACEGATE_GALLERY_KEYS (crop encryption) and API keys (`facegate keys create`, or FACEGATE_ADMIN_KEY for
+    a bootstrap admin). Logs are JSON lines on stderr; metrics on /metrics.
+    """
+    from facegate.logs import configure_json_logging
+    from facegate.serve.app import serve as run_server
+
+    settings = _settings(ctx, model=model, **{"serve.host": host, "serve.port": port, "serve.gallery_url": db})
+    configure_json_logging(settings.log_level)
+    run_server(settings)
 
 
 @data_app.command("manifest")

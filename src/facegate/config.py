@@ -77,6 +77,23 @@ class VerifySettings(_Frozen):
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
 
 
+class ServeSettings(_Frozen):
+    """The verifier service (``facegate serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    model_name: str = Field("verifier", pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    gallery_url: str = ""
+    max_batch: int = Field(16, ge=1, le=256)
+    batch_wait_ms: float = Field(2.0, ge=0.0, le=200.0)
+    preprocess_threads: int = Field(4, ge=1, le=64)
+    max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_admin_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_verify_pixels: int = Field(24_000_000, gt=0)
+    rate_per_minute: float = Field(120.0, gt=0.0)
+    rate_burst: int = Field(20, ge=1)
+
+
 class StorageSettings(_Frozen):
     """Object storage: a local directory (default ``<home>/store``) or ``s3://bucket/prefix``."""
 
@@ -97,6 +114,7 @@ class Settings(_Frozen):
     ingest: IngestSettings = IngestSettings()
     verify: VerifySettings = VerifySettings()
     storage: StorageSettings = StorageSettings()
+    serve: ServeSettings = ServeSettings()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready plain dict."""
@@ -107,6 +125,10 @@ class Settings(_Frozen):
         path = Path(directory) / name
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=True))
         return path
+
+    def gallery_url(self) -> str:
+        """The gallery database URL, defaulting to SQLite at ``<home>/gallery.db``."""
+        return self.serve.gallery_url or f"sqlite:///{(self.home / 'gallery.db').resolve()}"
 
     def storage_url(self) -> str:
         """The storage URL, defaulting to ``<home>/store``."""

@@ -108,6 +108,17 @@ class AuditEntry(_Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
+class ApiKey(_Base):
+    """An API key, stored as the SHA-256 of the key (keys are 256-bit random, so a fast hash is enough)."""
+
+    __tablename__ = "api_keys"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class KeyRing:
     """AES-256-GCM keys by id; the first is the active (encrypting) key.
 

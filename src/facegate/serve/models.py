@@ -1,0 +1,348 @@
+"""The verifier and embedder as KServe models (``preprocess -> predict -> postprocess``).
+
+``verifier`` (v2 ``/v2/models/verifier/infer`` and v1 ``/v1/models/verifier:predict``) takes one check-in: inputs
+``image`` (BYTES: a JPEG/PNG; base64 text in JSON) and ``student_id`` (BYTES), and answers ``decision``
+(``accept``/``reject``/``retry``), ``score``, ``threshold``, ``model_version``, ``reason`` and ``message``.
+
+- ``preprocess`` decodes under the request limits and detects, selects and aligns the face with the *same*
+  functions evaluation uses (:func:`facegate.data.imageio.decode_image`, :class:`facegate.faces.FaceAligner`), with
+  the kiosk policy: a second large face means ``retry/multiple_faces``, a small or blurry face ``retry/low_quality``.
+- ``predict`` embeds through the micro-batcher (OpenVINO for exported bundles).
+- ``postprocess`` compares with the student's template *for this model version* using the threshold shipped with
+  the model, so a canary of a new model decides with its own threshold; every decision goes to the audit log.
+
+A student without a template for the serving model version gets 404 ``unknown_student`` (audited as a reject).
+``embed`` maps images (``image`` BYTES ``[N]``; photos are aligned, 112x112 images taken as aligned) to
+``embedding`` FP32 ``[N, D]`` for batch work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facegate.config import Settings
+from facegate.data.imageio import ImageLimits, decode_image
+from facegate.errors import FaceError, FacegateError
+from facegate.faces.pipeline import AlignMode, FaceAligner, aligner_from_settings
+from facegate.models.base import Embedder, load_embedder
+from facegate.serve.batching import MicroBatcher
+from facegate.serve.gallery import Gallery, check_student_id
+from facegate.serve.kserve_compat import InferInput, InferOutput, InferRequest, InferResponse, Model
+from facegate.serve.metrics import DECISIONS, SCORES, STAGE_SECONDS
+from facegate.serve.protocol import BadRequestError, bytes_values
+
+__all__ = ["PRINCIPAL_HEADER", "EmbedModel", "Runtime", "UnknownStudentError", "VerifierModel", "build_runtime"]
+
+log = logging.getLogger("facegate.serve")
+
+#: Set by the gatekeeper middleware after authentication (any client-sent value is stripped first).
+PRINCIPAL_HEADER = "x-facegate-principal"
+MAX_EMBED_IMAGES = 64
+LOW_QUALITY = {"face_too_small", "blurry"}
+
+
+class UnknownStudentError(FacegateError):
+    """No template for this student and model version."""
+
+    code = "unknown_student"
+
+
+def student_tag(student_id: str) -> str:
+    """A short digest of a student id for log lines (the audit table holds the id itself)."""
+    return hashlib.sha256(student_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+@dataclass
+class Runtime:
+    """What the served models share: settings, the embedder and its batcher, the gallery and worker threads.
+
+    Attributes:
+        settings: Resolved settings.
+        embedder: The serving model.
+        threshold: Decision threshold (the bundle's own unless ``verify.threshold`` overrides it).
+        gallery: The enrollment gallery.
+        batcher: Micro-batcher in front of the embedder.
+        limits: Image limits for requests.
+        executor: Threads for decoding, detection and database work.
+    """
+
+    settings: Settings
+    embedder: Embedder
+    threshold: float
+    gallery: Gallery
+    batcher: MicroBatcher
+    limits: ImageLimits
+    executor: ThreadPoolExecutor
+    _local: threading.local = field(default_factory=threading.local)
+
+    def aligner(self) -> FaceAligner:
+        """This thread's aligner: OpenCV's detector keeps per-call state and must not be shared by threads."""
+        al: FaceAligner | None = getattr(self._local, "aligner", None)
+        if al is None:
+            al = aligner_from_settings(self.settings, multiple="reject")
+            self._local.aligner = al
+        return al
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run blocking work on the runtime's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def close(self) -> None:
+        """Stop worker threads and release the database."""
+        self.batcher.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.gallery.engine.dispose()
+
+
+def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery | None = None) -> Runtime:
+    """Load the model and open the gallery for serving.
+
+    Args:
+        settings: Resolved settings (``serve.*``, ``limits.*``, ``face.*``, ``detector.*``, ``verify.threshold``).
+        model: Registered name or bundle directory (``settings.model`` when omitted).
+        gallery: An open gallery (opened from ``settings.gallery_url()`` when omitted).
+    """
+    embedder = load_embedder(model or settings.model)
+    threshold = settings.verify.threshold if settings.verify.threshold is not None else embedder.default_threshold
+    sv = settings.serve
+    limits = ImageLimits(
+        max_bytes=min(settings.limits.max_bytes, sv.max_admin_request_bytes),
+        max_pixels=min(settings.limits.max_pixels, sv.max_verify_pixels),
+        min_side=settings.limits.min_side,
+    )
+    return Runtime(
+        settings=settings,
+        embedder=embedder,
+        threshold=float(threshold),
+        gallery=gallery or Gallery(settings.gallery_url()),
+        batcher=MicroBatcher(embedder, max_batch=sv.max_batch, max_wait_s=sv.batch_wait_ms / 1000.0),
+        limits=limits,
+        executor=ThreadPoolExecutor(max_workers=sv.preprocess_threads, thread_name_prefix="facegate-pre"),
+    )
+
+
+def _principal(headers: dict[str, str] | None) -> str:
+    value = (headers or {}).get(PRINCIPAL_HEADER, "")
+    return value.partition(":")[0] or "unauthenticated"
+
+
+def _request_id(payload: Any, headers: dict[str, str] | None) -> str:
+    rid = payload.id if isinstance(payload, InferRequest) else None
+    return rid or (headers or {}).get("x-request-id") or uuid.uuid4().hex
+
+
+@dataclass
+class _Check:
+    """One check-in moving through the stages."""
+
+    protocol: str
+    request_id: str
+    kiosk: str
+    student_id: str
+    template: np.ndarray
+    started: float
+    face: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    reason: str | None = None
+    message: str = ""
+
+
+class _FacegateModel(Model):  # type: ignore[misc]
+    """Shared parts: readiness from the runtime, and no KServe-side payload validation (ours is stricter)."""
+
+    def __init__(self, name: str, runtime: Runtime) -> None:
+        super().__init__(name)
+        self.runtime = runtime
+
+    def load(self) -> bool:
+        """Warm the model up (one forward pass) so the first kiosk does not pay for lazy initialisation."""
+        self.runtime.embedder.embed(np.zeros((1, 112, 112, 3), dtype=np.uint8))
+        self.ready = True
+        return True
+
+    def validate(self, payload: Any) -> Any:
+        return payload
+
+    def _image(self, data: bytes, name: str) -> np.ndarray:
+        t0 = time.perf_counter()
+        image = decode_image(data, limits=self.runtime.limits, name=name)
+        STAGE_SECONDS.labels("decode", self.runtime.embedder.name).observe(time.perf_counter() - t0)
+        return image
+
+    def _align(self, image: np.ndarray, mode: AlignMode) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self.runtime.aligner().prepare(image, mode).face
+        finally:
+            STAGE_SECONDS.labels("detect_align", self.runtime.embedder.name).observe(time.perf_counter() - t0)
+
+
+def _inputs(payload: Any, names: tuple[str, ...]) -> tuple[str, dict[str, list[bytes]]]:
+    """``(protocol, {name: [bytes, ...]})`` from a v2 InferRequest or a v1 ``{"instances": [...]}`` body."""
+    if isinstance(payload, InferRequest):
+        by_name = {i.name: i for i in payload.inputs}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise BadRequestError(f"missing input(s) {missing}; expected {list(names)}", code="missing_input")
+        extra = sorted(set(by_name) - set(names))
+        if extra:
+            raise BadRequestError(f"unexpected input(s) {extra}; expected {list(names)}", code="unexpected_input")
+        return "v2", {n: bytes_values(by_name[n], base64_text=(n == "image")) for n in names}
+    if isinstance(payload, dict) and isinstance(payload.get("instances"), list):
+        out: dict[str, list[bytes]] = {n: [] for n in names}
+        for inst in payload["instances"]:
+            if not isinstance(inst, dict):
+                raise BadRequestError("each instance must be an object", code="bad_input")
+            for n in names:
+                value = inst.get(n)
+                if n == "image" and isinstance(value, dict):
+                    value = value.get("b64")
+                if not isinstance(value, str):
+                    raise BadRequestError(f"instance field {n!r} must be a string", code="missing_input")
+                tensor = InferInput(name=n, shape=[1], datatype="BYTES", data=[value])
+                out[n].extend(bytes_values(tensor, base64_text=(n == "image")))
+        return "v1", out
+    raise BadRequestError('expected a v2 inference request or a v1 {"instances": [...]} body', code="bad_request")
+
+
+class VerifierModel(_FacegateModel):
+    """1:1 verification of a check-in photo against the student's enrolled template."""
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Check:
+        """Parse, look the template up, decode and align (a face problem becomes a ``retry`` decision)."""
+        started = time.perf_counter()
+        protocol, values = _inputs(payload, ("image", "student_id"))
+        if len(values["image"]) != 1 or len(values["student_id"]) != 1:
+            raise BadRequestError(
+                "the verifier takes exactly one image and one student_id per request", code="bad_shape"
+            )
+        try:
+            student_id = check_student_id(values["student_id"][0].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequestError("student_id must be UTF-8 text", code="bad_student_id") from None
+        rt = self.runtime
+        version = rt.embedder.version
+        kiosk, rid = _principal(headers), _request_id(payload, headers)
+        template = await rt.run(rt.gallery.template, student_id, version)
+        if template is None:
+            DECISIONS.labels("reject", "unknown_student", version).inc()
+            await rt.run(self._audit, kiosk, student_id, "reject", None, "unknown_student")
+            log.info(
+                "verify",
+                extra={"fields": {"request_id": rid, "kiosk": kiosk, "student": student_tag(student_id),
+                                  "decision": "reject", "reason": "unknown_student", "model_version": version}},
+            )  # fmt: skip
+            raise UnknownStudentError(f"no enrolled template for this student and model version {version}")
+        check = _Check(protocol, rid, kiosk, student_id, template, started)
+        image = await rt.run(self._image, values["image"][0], "image")
+        try:
+            check.face = await rt.run(self._align, image, "always")
+        except FaceError as exc:
+            check.reason = "low_quality" if exc.code in LOW_QUALITY else exc.code
+            check.message = exc.message
+        return check
+
+    async def predict(self, check: _Check, headers: dict[str, str] | None = None) -> _Check:
+        """Embed the aligned face through the micro-batcher."""
+        if check.face is not None:
+            check.embedding = (await self.runtime.batcher.embed(check.face[None]))[0]
+        return check
+
+    async def postprocess(self, check: _Check, headers: dict[str, str] | None = None) -> Any:
+        """Compare, decide, audit, and answer in the request's protocol."""
+        rt = self.runtime
+        version, threshold = rt.embedder.version, rt.threshold
+        score: float | None = None
+        if check.embedding is None:
+            decision = "retry"
+            reason = check.reason or "no_face"
+        else:
+            t0 = time.perf_counter()
+            score = float(np.dot(check.embedding, check.template))
+            STAGE_SECONDS.labels("compare", rt.embedder.name).observe(time.perf_counter() - t0)
+            SCORES.labels(version).observe(score)
+            decision = "accept" if score >= threshold else "reject"
+            reason = "match" if decision == "accept" else "mismatch"
+            check.message = f"score {score:.3f} {'>=' if decision == 'accept' else '<'} threshold {threshold:.3f}"
+        DECISIONS.labels(decision, reason, version).inc()
+        t0 = time.perf_counter()
+        await rt.run(self._audit, check.kiosk, check.student_id, decision, score, reason)
+        STAGE_SECONDS.labels("audit", rt.embedder.name).observe(time.perf_counter() - t0)
+        STAGE_SECONDS.labels("total", rt.embedder.name).observe(time.perf_counter() - check.started)
+        log.info(
+            "verify",
+            extra={"fields": {"request_id": check.request_id, "kiosk": check.kiosk,
+                              "student": student_tag(check.student_id), "decision": decision, "reason": reason,
+                              "score": None if score is None else round(score, 4), "model_version": version}},
+        )  # fmt: skip
+        numbers = {"score": -1.0 if score is None else score, "threshold": threshold}
+        texts = {"decision": decision, "model_version": version, "reason": reason, "message": check.message}
+        if check.protocol == "v1":
+            return {"predictions": [{**texts, **numbers}]}
+        outputs = [InferOutput(name=k, shape=[1], datatype="BYTES", data=[v]) for k, v in texts.items()]
+        outputs += [InferOutput(name=k, shape=[1], datatype="FP32", data=[float(v)]) for k, v in numbers.items()]
+        return InferResponse(response_id=check.request_id, model_name=self.name, infer_outputs=outputs)
+
+    def _audit(self, kiosk: str, student_id: str, decision: str, score: float | None, reason: str) -> None:
+        self.runtime.gallery.record_decision(
+            kiosk=kiosk,
+            student_id=student_id,
+            decision=decision,
+            score=score,
+            model_version=self.runtime.embedder.version,
+            reason=reason,
+        )
+
+
+@dataclass
+class _Batch:
+    protocol: str
+    request_id: str
+    faces: np.ndarray
+    embeddings: np.ndarray | None = None
+
+
+class EmbedModel(_FacegateModel):
+    """Images in, unit-norm embeddings out (batch enrollment, offline evaluation, gallery tooling)."""
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Batch:
+        """Decode and align every image (any failure names the image's index)."""
+        protocol, values = _inputs(payload, ("image",))
+        images = values["image"]
+        if not 1 <= len(images) <= MAX_EMBED_IMAGES:
+            raise BadRequestError(f"embed takes 1-{MAX_EMBED_IMAGES} images per request", code="bad_shape")
+
+        def one(i: int) -> np.ndarray:
+            try:
+                return self._align(self._image(images[i], f"image {i}"), "auto")
+            except FacegateError as exc:
+                raise type(exc)(f"image {i}: {exc.message}", code=exc.code) from None
+
+        faces = await asyncio.gather(*(self.runtime.run(one, i) for i in range(len(images))))
+        return _Batch(protocol, _request_id(payload, headers), np.stack(faces))
+
+    async def predict(self, batch: _Batch, headers: dict[str, str] | None = None) -> _Batch:
+        """Embed the faces through the micro-batcher."""
+        batch.embeddings = await self.runtime.batcher.embed(batch.faces)
+        return batch
+
+    async def postprocess(self, batch: _Batch, headers: dict[str, str] | None = None) -> Any:
+        """Embeddings and the model version in the request's protocol."""
+        assert batch.embeddings is not None
+        version = self.runtime.embedder.version
+        if batch.protocol == "v1":
+            return {"predictions": batch.embeddings.tolist(), "model_version": version}
+        emb = InferOutput(name="embedding", shape=list(batch.embeddings.shape), datatype="FP32")
+        emb.set_data_from_numpy(batch.embeddings.astype(np.float32), binary_data=False)
+        ver = InferOutput(name="model_version", shape=[1], datatype="BYTES", data=[version])
+        return InferResponse(response_id=batch.request_id, model_name=self.name, infer_outputs=[emb, ver])
