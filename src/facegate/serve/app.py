@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,7 +45,7 @@ from facegate.serve.kserve_compat import (
     register_v2_endpoints,
 )
 from facegate.serve.metrics import HTTP_REQUESTS, REJECTED_REQUESTS
-from facegate.serve.models import PRINCIPAL_HEADER, EmbedModel, Runtime, VerifierModel, build_runtime
+from facegate.serve.models import PRINCIPAL_HEADER, EmbedModel, Runtime, VerifierModel, build_runtime, student_tag
 from facegate.serve.protocol import StrictDataPlane
 
 __all__ = ["Gatekeeper", "create_app", "serve"]
@@ -90,8 +91,12 @@ def route_class(path: str) -> str:
     return "open"
 
 
-class _BodyTooLargeError(Exception):
-    pass
+def _log_path(path: str) -> str:
+    """The path for the access log, with a student id in an admin path replaced by its digest."""
+    prefix = "/admin/v1/students/"
+    if path.startswith(prefix) and len(path) > len(prefix):
+        return prefix + student_tag(unquote(path[len(prefix) :]))
+    return path[:200]
 
 
 class Gatekeeper:
@@ -123,7 +128,11 @@ class Gatekeeper:
         status_box = [0]
         principal: Principal | None = None
 
+        refused = [False]
+
         async def send_wrapped(message: Message) -> None:
+            if refused[0]:
+                return  # the gatekeeper already answered 413; whatever the app says after that is dropped
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
@@ -157,25 +166,27 @@ class Gatekeeper:
             seen = [0]
 
             async def receive_limited() -> Message:
+                if refused[0]:
+                    return {"type": "http.disconnect"}
                 message = await receive()
                 if message["type"] == "http.request":
                     seen[0] += len(message.get("body", b""))
-                    if seen[0] > limit:
-                        raise _BodyTooLargeError
+                    if seen[0] > limit and status_box[0] == 0:
+                        # A streamed body crossed the limit: answer 413 now and tell the app the client left, so
+                        # the rest is never buffered (raising here would be turned into a 400 by FastAPI).
+                        REJECTED_REQUESTS.labels("too_large").inc()
+                        await respond(_error(413, f"request body over the {limit}-byte limit", "too_large"))
+                        refused[0] = True
+                        return {"type": "http.disconnect"}
                 return message
 
-            try:
-                await self.app(scope, receive_limited, send_wrapped)
-            except _BodyTooLargeError:
-                REJECTED_REQUESTS.labels("too_large").inc()
-                if status_box[0] == 0:
-                    await respond(_error(413, f"request body over the {limit}-byte limit", "too_large"))
+            await self.app(scope, receive_limited, send_wrapped)
         finally:
             status = status_box[0] or 500
             HTTP_REQUESTS.labels(kind, str(status)).inc()
             access_log.info(
                 "request",
-                extra={"fields": {"request_id": rid, "method": scope.get("method"), "path": scope["path"][:200],
+                extra={"fields": {"request_id": rid, "method": scope.get("method"), "path": _log_path(scope["path"]),
                                   "status": status, "ms": round((time.perf_counter() - t0) * 1000, 2),
                                   "principal": principal.name if principal else None}},
             )  # fmt: skip

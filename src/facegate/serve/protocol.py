@@ -122,8 +122,11 @@ class StrictDataPlane(DataPlane):  # type: ignore[misc]
         """A v2 request (JSON model or binary body) as an ``InferRequest``; client errors raise ``InvalidInput``."""
         if isinstance(body, bytes):
             raw_length = (headers or {}).get(INFERENCE_HEADER)
-            if raw_length is None or not raw_length.strip().isdigit():
-                raise InvalidInput(f"binary request needs a numeric {INFERENCE_HEADER} header")
+            if raw_length is None:
+                # A JSON request sent without a JSON content type (Triton's client does this): all header, no tail.
+                return parse_binary_request(body, len(body), model_name)
+            if not raw_length.strip().isdigit():
+                raise InvalidInput(f"{INFERENCE_HEADER} must be a number")
             return parse_binary_request(body, int(raw_length), model_name)
         try:
             return InferRequest.from_inference_request(body, model_name)
@@ -158,6 +161,11 @@ def bytes_values(inp: InferInput, *, base64_text: bool) -> list[bytes]:
     values = list(data.ravel()) if isinstance(data, np.ndarray) else data
     if not isinstance(values, list):
         raise BadRequestError(f"input {inp.name!r}: data must be a list", code="bad_input")
+    shape = list(inp.shape or [])
+    if any(not isinstance(d, int) or d < 0 for d in shape) or int(np.prod(shape)) != len(values):
+        raise BadRequestError(
+            f"input {inp.name!r}: shape {shape} does not match {len(values)} elements", code="bad_shape"
+        )
     out = []
     for v in values:
         if isinstance(v, bytes):
