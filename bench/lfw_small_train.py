@@ -2,13 +2,15 @@
 
 It is compared, in one run, with the same network untrained and with the SFace baseline.
 
-Prints one JSON object. Usage: ``python bench/lfw_small_train.py [--epochs N] [--width W] [--out DIR]``.
+Prints one JSON object. Usage:
+``python bench/lfw_small_train.py [--epochs N] [--width W] [--out DIR] [--bundle DIR] [--export DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -48,6 +50,12 @@ def main() -> None:
     ap.add_argument("--track", action="store_true", help="also log the run to MLflow")
     ap.add_argument("--bundle", type=Path, default=None, help="evaluate this trained bundle instead of training")
     ap.add_argument("--teacher", default=None, help="distil this model into the student (e.g. sface)")
+    ap.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        help="also export the trained bundle here (ONNX, OpenVINO FP32/FP16/INT8) gated on folds 9-10",
+    )
     args = ap.parse_args()
     lfw = require(SHARED / "data" / "lfw-aligned")
     test, names = held_out(load_pairs(lfw / "pairs.txt", lfw), (8, 9))
@@ -90,6 +98,26 @@ def main() -> None:
             "auc": round(m["auc"], 4),
             "eer": round(m["eer"], 4),
         }
+    exported = None
+    if args.export is not None:
+        from facegate.export.convert import ExportGateError, export_model
+
+        # Calibration and parity use training faces only; the accuracy gate uses the held-out folds.
+        faces = np.stack([source.image(int(i)) for i in pick[:400]])
+        try:
+            export_model(bundle, args.export, faces, pairs=test)
+        except ExportGateError as exc:  # a failed gate is a result to report, not a crash
+            print(f"gate failed: {exc}", file=sys.stderr)
+        formats = json.loads((args.export / "export_report.json").read_text())["formats"]
+        exported = {
+            fmt: {
+                "passed": e["passed"],
+                "cosine_mean": round(e["parity"]["cosine_mean"], 5),
+                "cosine_min": round(e["parity"]["cosine_min"], 5),
+                "accuracy": e["evaluation"]["accuracy"] if e.get("evaluation") else None,
+            }
+            for fmt, e in formats.items()
+        }
     print(
         json.dumps(
             {
@@ -111,6 +139,7 @@ def main() -> None:
                 "trained_minus_untrained": round(
                     rows["trained"]["accuracy"] - rows["untrained_same_shape"]["accuracy"], 4
                 ),
+                "export": exported,
                 "machine": machine(),
             },
             indent=2,

@@ -8,7 +8,10 @@ not fatal. The demo then:
 
 1. ingests (detects and aligns) the raw dataset with 2 worker processes,
 2. evaluates the SFace baseline on every genuine and impostor pair of the aligned set (metrics, ROC, histograms),
-3. verifies two raw photos of the same person and two of different people.
+3. verifies two raw photos of the same person and two of different people,
+4. exports SFace to OpenVINO and serves it as the KServe verifier on 127.0.0.1 (in this process), enrolls one person
+   over the admin API and checks in a photo of them, one of someone else and one without a face over the v2
+   protocol.
 
 Variants of one portrait are easier than real check-in photos: the point is the pipeline, not the figures.
 """
@@ -20,6 +23,7 @@ import importlib.util
 import itertools
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +201,80 @@ def run_demo(
         },
         "threshold": same["threshold"],
     }
+    summary["serve"] = serve_demo(settings, work, written, aligned)
     atomic_write_text(work / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], aligned: Path) -> dict[str, Any]:
+    """Export SFace to OpenVINO, serve it on 127.0.0.1, enroll one person over HTTP and check in three photos.
+
+    The gallery encryption key and the admin and kiosk API keys are made up for this run and held in memory only:
+    nothing secret is written or printed.
+    """
+    import base64
+    import secrets
+
+    import httpx
+
+    from facegate.export.convert import export_model, load_faces
+    from facegate.serve.app import create_app
+    from facegate.serve.auth import ApiKeyStore
+    from facegate.serve.gallery import Gallery, KeyRing
+    from facegate.serve.local import LocalServer
+    from facegate.serve.models import build_runtime
+
+    export_model(settings.model, work / "export", load_faces(aligned, limit=40), formats=["openvino-fp32"])
+    bundle = work / "export" / "openvino-fp32"
+    url = f"sqlite:///{(work / 'gallery.db').resolve()}"
+    gallery = Gallery(url, KeyRing([("demo", secrets.token_bytes(32))]))
+    admin_key = secrets.token_urlsafe(24)
+    keys = ApiKeyStore(gallery.engine, env={"FACEGATE_ADMIN_KEY": admin_key})
+    kiosk_key = keys.create("demo-kiosk")
+    app = create_app(settings, build_runtime(settings, str(bundle), gallery=gallery), keys)
+    names = list(written)
+    student, other = names[0], names[1]
+
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    checks = {
+        "same person": written[student][2],
+        "different person": written[other][0],
+        "no face": work / "raw" / "bad_input" / "no_face.jpg",
+    }
+    out: dict[str, Any] = {"model": str(bundle), "student": student, "checks": {}}
+    with LocalServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        out["url"] = server.url
+        r = client.put(
+            f"/admin/v1/students/{student}",
+            json={"photos": [b64(p) for p in written[student][:2]]},
+            headers={"Authorization": f"Bearer {admin_key}"},
+        )
+        r.raise_for_status()
+        out["enrolled_photos"] = r.json()["accepted"]
+        for label, path in checks.items():
+            body = {
+                "inputs": [
+                    {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(path)]},
+                    {"name": "student_id", "shape": [1], "datatype": "BYTES", "data": [student]},
+                ]
+            }
+            t0 = time.perf_counter()
+            r = client.post("/v2/models/verifier/infer", json=body, headers={"Authorization": f"Bearer {kiosk_key}"})
+            ms = (time.perf_counter() - t0) * 1000
+            r.raise_for_status()
+            res = {o["name"]: o["data"][0] for o in r.json()["outputs"]}
+            out["checks"][label] = {
+                "photo": str(path),
+                "decision": res["decision"],
+                "reason": res["reason"],
+                "score": res["score"],
+                "ms": round(ms, 1),
+            }
+        out["threshold"] = res["threshold"]
+        out["no_key_status"] = client.post("/v2/models/verifier/infer", json=body).status_code
+    return out
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -218,6 +294,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"verify    same person:      score {s['score']:+.3f} -> {'MATCH' if s['match'] else 'no match'}",
         f"verify    different people: score {d['score']:+.3f} -> {'MATCH' if d['match'] else 'no match'}",
         f"            (threshold {summary['threshold']:.3f})",
+        f"serve     KServe verifier ({Path(summary['serve']['model']).name}) on {summary['serve']['url']}: "
+        f"enrolled {summary['serve']['student']} from {summary['serve']['enrolled_photos']} photos",
+        *[
+            f"            {label:<17} -> {c['decision']} ({c['reason']}, score {c['score']:+.3f}, {c['ms']:.0f} ms)"
+            for label, c in summary["serve"]["checks"].items()
+        ],
+        f"            without an API key -> HTTP {summary['serve']['no_key_status']}",
         f"all outputs under {summary['workdir']}",
     ]
     return "\n".join(lines)

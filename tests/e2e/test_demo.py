@@ -21,6 +21,11 @@ def test_demo_end_to_end(tmp_path):
     assert summary["verify_same_person"]["match"] is True
     assert summary["verify_different_people"]["match"] is False
     assert summary["evaluate"]["auc"] > 0.9
+    checks = summary["serve"]["checks"]
+    assert checks["same person"]["decision"] == "accept"
+    assert checks["different person"]["decision"] == "reject"
+    assert (checks["no face"]["decision"], checks["no face"]["reason"]) == ("retry", "no_face")
+    assert summary["serve"]["no_key_status"] == 401 and summary["serve"]["url"].startswith("http://127.0.0.1:")
     for name in ("metrics.json", "roc.png", "scores.png", "config.yaml"):
         assert (work / "eval" / name).is_file()
     assert "facegate demo — summary" in res.stdout
