@@ -178,6 +178,13 @@ def test_auth_missing_wrong_revoked_and_forbidden(service, photos):
     # Keys are stored hashed: the plaintext is nowhere in the database file.
     db = Path(gate.runtime.gallery.engine.url.database).read_bytes()
     assert new.encode() not in db and service[4].encode() not in db
+    # A client address that keeps guessing is throttled before its guesses cost database lookups.
+    guesses = [
+        client.post("/v2/models/verifier/infer", json=body, headers={"X-API-Key": f"fgk_guess{i}"}).status_code
+        for i in range(40)
+    ]
+    assert 429 in guesses and set(guesses) <= {401, 429}
+    gate.failures = type(gate.failures)(rate_per_minute=30, burst=30)  # reset for the other tests
     # Health, readiness and metrics stay open for Kubernetes probes and Prometheus.
     for path in ("/", "/v2/health/live", "/v2/health/ready", "/v2/models/verifier/ready", "/metrics"):
         assert client.get(path).status_code == 200, path
@@ -320,6 +327,10 @@ def _corpus(photos: Path) -> list[tuple[str, dict[str, object]]]:
         ("enroll with sql-looking id", _admin("PUT", "/admin/v1/students/x%27%20OR%201%3D1", {"photos": [b64(b"")]})),
         ("delete unknown student", _admin("DELETE", "/admin/v1/students/nobody")),
         ("audit limit not a number", _admin("GET", "/admin/v1/audit?limit=lots")),
+        ("v1 explain", {"path": "/v1/models/verifier:explain", "json": {"instances": []}}),
+        ("model version in the path", {"path": "/v2/models/verifier/versions/1/infer", "json": v2(good)}),
+        ("model version metadata, no key", {"method": "GET", "path": "/v2/models/verifier/versions/1"}),
+        ("unload the verifier", _admin("POST", "/v2/repository/models/verifier/unload")),
     ]
 
 

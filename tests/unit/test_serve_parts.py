@@ -166,10 +166,15 @@ def test_microbatcher_passes_errors_to_every_caller():
 
 def test_route_classes():
     assert route_class("/v2/models/verifier/infer") == "inference"
-    assert route_class("/v2/models/verifier/versions/1/infer") == "inference"
     assert route_class("/v1/models/verifier:predict") == "inference"
     assert route_class("/admin/v1/students") == "admin"
-    assert route_class("/v2/repository/models/verifier/unload") == "admin"
+    # KServe routes that would 500 or let the verifier be unloaded while readiness stays green.
+    for path in (
+        "/v2/repository/models/verifier/unload",
+        "/v2/models/verifier/versions/1/infer",
+        "/v1/models/v:explain",
+    ):
+        assert route_class(path) == "unsupported"
     for path in ("/", "/metrics", "/v2/health/ready", "/v2/models/verifier/ready", "/v2/models/verifier"):
         assert route_class(path) == "open"
 

@@ -15,6 +15,7 @@ JSON object ``{"error": message, "code": code}``; facegate's own errors map to 4
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -23,7 +24,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import REGISTRY, exposition
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from facegate.config import Settings
 from facegate.errors import FacegateError, ImageError, ModelError
@@ -73,6 +74,10 @@ STATUS_BY_CODE = {
     "unauthenticated": 401,
     "forbidden": 403,
     "rate_limited": 429,
+    # Server-side gallery faults (missing or wrong encryption key): not the client's doing.
+    "no_key": 500,
+    "bad_key": 500,
+    "bad_crop": 500,
 }
 
 
@@ -81,12 +86,19 @@ def _error(status: int, message: str, code: str, headers: dict[str, str] | None 
 
 
 def route_class(path: str) -> str:
-    """``open``, ``inference`` or ``admin`` for a request path."""
-    if path.startswith("/admin/") or path.startswith("/v2/repository/"):
+    """``open``, ``inference``, ``admin`` or ``unsupported`` for a request path.
+
+    ``unsupported``: KServe routes facegate does not serve and KServe answers with a 500 (model versions in the
+    path, ``:explain``) or that would let an admin unload the verifier while readiness stays green (the model
+    repository extension). They get a 404 before anything else runs.
+    """
+    if path.startswith("/v2/repository/") or "/versions/" in path or path.endswith(":explain"):
+        return "unsupported"
+    if path.startswith("/admin/"):
         return "admin"
     if path.startswith("/v2/models/") and path.rstrip("/").endswith("/infer"):
         return "inference"
-    if path.startswith("/v1/models/") and (path.endswith(":predict") or path.endswith(":explain")):
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
         return "inference"
     return "open"
 
@@ -95,7 +107,7 @@ def _log_path(path: str) -> str:
     """The path for the access log, with a student id in an admin path replaced by its digest."""
     prefix = "/admin/v1/students/"
     if path.startswith(prefix) and len(path) > len(prefix):
-        return prefix + student_tag(unquote(path[len(prefix) :]))
+        return prefix + student_tag(path[len(prefix) :])  # ASGI paths arrive percent-decoded
     return path[:200]
 
 
@@ -115,6 +127,8 @@ class Gatekeeper:
     ) -> None:
         self.app, self.keys, self.limiter = app, keys, limiter
         self.max_bytes, self.max_admin_bytes = max_bytes, max_admin_bytes
+        #: Failed authentications per client address: 30 at once, then 30 a minute.
+        self.failures = RateLimiter(rate_per_minute=30, burst=30)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Gate one ASGI connection."""
@@ -142,8 +156,12 @@ class Gatekeeper:
             await resp(scope, receive, send_wrapped)
 
         try:
+            if kind == "unsupported":
+                await respond(_error(404, "not supported by this server", "not_supported"))
+                return
             if kind != "open":
-                principal = await self._authenticate(raw, kind, respond)
+                client = scope.get("client") or ("?", 0)
+                principal = await self._authenticate(raw, kind, respond, str(client[0]))
                 if principal is None:
                     return
             limit = self.max_admin_bytes if kind == "admin" else self.max_bytes
@@ -158,7 +176,8 @@ class Gatekeeper:
                     REJECTED_REQUESTS.labels("too_large").inc()
                     await respond(_error(413, f"request body over the {limit}-byte limit", "too_large"))
                     return
-            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != PRINCIPAL_HEADER.encode()]
+            internal = (PRINCIPAL_HEADER.encode(), b"x-request-id")  # set below, never taken from the client as is
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in internal]
             if principal is not None:
                 headers.append((PRINCIPAL_HEADER.encode(), f"{principal.name}:{principal.role}".encode()))
             headers.append((b"x-request-id", rid.encode("latin-1")))
@@ -180,7 +199,12 @@ class Gatekeeper:
                         return {"type": "http.disconnect"}
                 return message
 
-            await self.app(scope, receive_limited, send_wrapped)
+            try:
+                await self.app(scope, receive_limited, send_wrapped)
+            except Exception:
+                if not refused[0]:
+                    raise
+                # The app failed reading a body the gatekeeper cut off (ClientDisconnect): already answered 413.
         finally:
             status = status_box[0] or 500
             HTTP_REQUESTS.labels(kind, str(status)).inc()
@@ -192,7 +216,7 @@ class Gatekeeper:
             )  # fmt: skip
 
     async def _authenticate(
-        self, raw: dict[bytes, bytes], kind: str, respond: Callable[[Response], Awaitable[None]]
+        self, raw: dict[bytes, bytes], kind: str, respond: Callable[[Response], Awaitable[None]], client: str
     ) -> Principal | None:
         auth = raw.get(b"authorization", b"").decode("latin-1")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else raw.get(b"x-api-key", b"").decode("latin-1")
@@ -203,9 +227,23 @@ class Gatekeeper:
                 _error(401, "an API key is required (Authorization: Bearer KEY)", "unauthenticated", challenge)
             )
             return None
-        principal = self.keys.authenticate(key)
+        # A client address that keeps presenting bad keys is slowed down before it costs a database lookup.
+        throttled = self.failures.peek(client)
+        if throttled > 0:
+            REJECTED_REQUESTS.labels("auth_throttled").inc()
+            retry = {"Retry-After": str(max(1, int(throttled + 0.999)))}
+            await respond(_error(429, "too many failed authentications", "rate_limited", retry))
+            return None
+        try:
+            # Off the event loop: a cache miss is a database round trip.
+            principal = await asyncio.get_running_loop().run_in_executor(None, self.keys.authenticate, key)
+        except Exception:  # the key store (database) is down: say so, without details
+            log.exception("API key lookup failed")
+            await respond(_error(503, "authentication is unavailable; retry shortly", "auth_unavailable"))
+            return None
         if principal is None:
             REJECTED_REQUESTS.labels("bad_key").inc()
+            self.failures.acquire(client)
             await respond(_error(401, "invalid or revoked API key", "unauthenticated", challenge))
             return None
         if kind == "admin" and principal.role != "admin":
@@ -215,9 +253,9 @@ class Gatekeeper:
         wait = self.limiter.acquire(principal.name)
         if wait > 0:
             REJECTED_REQUESTS.labels("rate_limited").inc()
-            retry = str(max(1, int(wait + 0.999)))
+            seconds = str(max(1, int(wait + 0.999)))
             await respond(
-                _error(429, f"rate limit exceeded; retry in {retry} s", "rate_limited", {"Retry-After": retry})
+                _error(429, f"rate limit exceeded; retry in {seconds} s", "rate_limited", {"Retry-After": seconds})
             )
             return None
         return principal
@@ -330,6 +368,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return _error(exc.status_code, str(exc.detail), "http_error", dict(exc.headers or {}))
 
+    async def not_supported(request: Request, exc: Exception) -> Response:
+        return _error(404, "not supported by this server", "not_supported")
+
+    async def disconnected(request: Request, exc: Exception) -> Response:
+        return _error(400, "the client went away before the request was read", "client_disconnected")
+
     async def internal(request: Request, exc: Exception) -> Response:
         log.error("internal error", exc_info=exc)
         return _error(500, "internal error", "internal")
@@ -340,6 +384,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelNotFound, not_found)
     app.add_exception_handler(ModelNotReady, not_ready)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(NotImplementedError, not_supported)
+    app.add_exception_handler(ClientDisconnect, disconnected)
     app.add_exception_handler(Exception, internal)
 
 
@@ -359,6 +405,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     Returns:
         The ASGI application (``.fastapi`` is the inner FastAPI app, ``.runtime`` the runtime).
     """
+    owned = runtime is None
     rt = runtime or build_runtime(settings)
     store = keys or ApiKeyStore(rt.gallery.engine)
     repo = ModelRepository()
@@ -369,7 +416,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        rt.close()
+        if owned:  # a runtime the caller passed in stays usable after this app stops
+            rt.close()
 
     app = FastAPI(
         title="facegate verifier",

@@ -72,6 +72,7 @@ class ApiKeyStore:
         ApiKey.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._misses: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
         bootstrap = (env if env is not None else os.environ).get(ADMIN_KEY_ENV, "")
         # Only the digest is kept: the key itself is not held in memory longer than this constructor.
@@ -82,7 +83,7 @@ class ApiKeyStore:
         """A store on the gallery database at ``url`` (no gallery encryption key needed)."""
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return cls(create_engine(url, future=True))
+        return cls(create_engine(url, future=True, hide_parameters=True))
 
     def create(self, name: str, role: Role = "kiosk") -> str:
         """Create (or replace) the key for ``name``; returns the key, which is never stored or shown again."""
@@ -133,7 +134,7 @@ class ApiKeyStore:
             return Principal("admin", "admin")
         now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(digest)
+            hit = self._cache.get(digest) or self._misses.get(digest)
         if hit is not None and now - hit[0] < self.cache_ttl_s:
             return hit[1]
         with Session(self.engine) as session:
@@ -144,14 +145,16 @@ class ApiKeyStore:
                 else None
             )
         with self._lock:
-            if len(self._cache) > 10_000:  # unknown keys are cached too: bound what a key-guessing client can fill
-                self._cache.clear()
-            self._cache[digest] = (now, principal)
+            cache = self._cache if principal is not None else self._misses
+            if len(cache) > 10_000:  # misses have their own bound, so guessing cannot evict the valid keys
+                cache.clear()
+            cache[digest] = (now, principal)
         return principal
 
     def _clear(self) -> None:
         with self._lock:
             self._cache.clear()
+            self._misses.clear()
 
 
 class RateLimiter:
@@ -169,6 +172,14 @@ class RateLimiter:
         self._clock = clock or time.monotonic
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+
+    def peek(self, name: str) -> float:
+        """Seconds until ``name`` would get a token (0 when one is available), without taking it."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(name, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def acquire(self, name: str) -> float:
         """Take one token for ``name``; returns 0 when allowed, else the seconds until a token is available."""

@@ -60,9 +60,14 @@ class MicroBatcher:
         return await item.future
 
     def close(self) -> None:
-        """Stop the worker task and thread."""
+        """Stop the worker task and thread; callers still waiting get an error instead of hanging."""
         if self._task is not None:
             self._task.cancel()
+        if self._queue is not None:
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError("the embedding service is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
@@ -94,6 +99,11 @@ class MicroBatcher:
             try:
                 stacked = np.concatenate([b.faces for b in live]) if len(live) > 1 else live[0].faces
                 emb = await loop.run_in_executor(self._executor, self._forward, stacked)
+            except asyncio.CancelledError:
+                for b in live:  # shutting down mid-batch: fail the batch rather than leave its callers waiting
+                    if not b.future.done():
+                        b.future.set_exception(RuntimeError("the embedding service is shutting down"))
+                raise
             except Exception as exc:  # the error belongs to every caller in the batch, not to this loop
                 for b in live:
                     if not b.future.done():

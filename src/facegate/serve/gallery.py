@@ -211,7 +211,8 @@ class Gallery:
         self.keys = keys or KeyRing.from_env()
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, future=True)
+        # hide_parameters: a database error must not print student ids, templates or ciphertext into a log.
+        self.engine: Engine = create_engine(url, future=True, hide_parameters=True)
         if self.engine.dialect.name == "sqlite":
 
             @event.listens_for(self.engine, "connect")
@@ -319,32 +320,40 @@ class Gallery:
             t = session.get(Template, (student_id, model_version))
             return None if t is None else np.frombuffer(t.embedding, dtype=np.float32).copy()
 
-    def reindex(self, embedder: Embedder) -> int:
+    def reindex(self, embedder: Embedder, *, chunk: int = 256) -> int:
         """Build templates for ``embedder.version`` from the stored crops (before that model takes traffic).
+
+        Students are embedded ``chunk`` at a time outside any write transaction, and each chunk's templates are
+        written in one short transaction: on SQLite a long write lock would make a live verifier's audit writes
+        time out. Re-running is safe (templates are replaced).
 
         Returns:
             The number of students indexed.
         """
+        with Session(self.engine) as session:
+            ids = list(session.scalars(select(Student.id).order_by(Student.id)))
         n = 0
+        for start in range(0, len(ids), chunk):
+            built: list[tuple[str, np.ndarray, int]] = []
+            with Session(self.engine) as session:
+                for student in session.scalars(select(Student).where(Student.id.in_(ids[start : start + chunk]))):
+                    faces = [self._decrypt_face(student.id, c) for c in student.crops]
+                    if faces:
+                        emb = l2_normalize(embedder.embed(np.stack(faces)).mean(axis=0, keepdims=True))[0]
+                        built.append((student.id, emb, len(faces)))
+            with Session(self.engine) as session, session.begin():
+                for sid, emb, count in built:
+                    existing = session.get(Template, (sid, embedder.version))
+                    if existing is not None:
+                        existing.embedding, existing.n_photos, existing.created_at = emb.tobytes(), count, _now()
+                    else:
+                        session.add(
+                            Template(
+                                student_id=sid, model_version=embedder.version, embedding=emb.tobytes(), n_photos=count
+                            )
+                        )
+            n += len(built)
         with Session(self.engine) as session, session.begin():
-            for student in session.scalars(select(Student)):
-                faces = [self._decrypt_face(student.id, c) for c in student.crops]
-                if not faces:
-                    continue
-                emb = l2_normalize(embedder.embed(np.stack(faces)).mean(axis=0, keepdims=True))[0]
-                existing = session.get(Template, (student.id, embedder.version))
-                if existing is not None:
-                    session.delete(existing)
-                    session.flush()
-                session.add(
-                    Template(
-                        student_id=student.id,
-                        model_version=embedder.version,
-                        embedding=emb.tobytes(),
-                        n_photos=len(faces),
-                    )
-                )
-                n += 1
             session.add(
                 AuditEntry(action="reindex", student_id="*", model_version=embedder.version, detail={"students": n})
             )

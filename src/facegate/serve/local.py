@@ -38,6 +38,8 @@ class LocalServer:
         deadline = time.monotonic() + self._timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._server.should_exit = True
+                self._thread.join(timeout=15)
                 raise FacegateError(f"the local verifier did not start on {self.url}", code="serve_failed")
             time.sleep(0.05)
         return self

@@ -112,7 +112,7 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         model: Registered name or bundle directory (``settings.model`` when omitted).
         gallery: An open gallery (opened from ``settings.gallery_url()`` when omitted).
     """
-    embedder = load_embedder(model or settings.model)
+    embedder = SerialEmbedder(load_embedder(model or settings.model))
     threshold = settings.verify.threshold if settings.verify.threshold is not None else embedder.default_threshold
     sv = settings.serve
     limits = ImageLimits(
@@ -129,6 +129,37 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         limits=limits,
         executor=ThreadPoolExecutor(max_workers=sv.preprocess_threads, thread_name_prefix="facegate-pre"),
     )
+
+
+class SerialEmbedder(Embedder):
+    """The serving embedder behind a lock.
+
+    OpenVINO's compiled model (one shared infer request) and OpenCV's nets must not run from two threads at once;
+    the micro-batcher's worker and the admin API's enroll/reindex (on the preprocess threads) share one model.
+    """
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name, self.version, self.embedding_size = inner.name, inner.version, inner.embedding_size
+        self.default_threshold, self.input_mean, self.input_std = (
+            inner.default_threshold,
+            inner.input_mean,
+            inner.input_std,
+        )
+        self._lock = threading.Lock()
+
+    def _forward(self, faces: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self.inner._forward(faces)
+
+    def embed(self, faces: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
+        """The inner model's ``embed``, one caller at a time."""
+        with self._lock:
+            return self.inner.embed(faces, batch_size=batch_size, flip=flip)
+
+    def describe(self) -> dict[str, Any]:
+        """The inner model's description."""
+        return self.inner.describe()
 
 
 def _principal(headers: dict[str, str] | None) -> str:
@@ -322,14 +353,19 @@ class EmbedModel(_FacegateModel):
         if not 1 <= len(images) <= MAX_EMBED_IMAGES:
             raise BadRequestError(f"embed takes 1-{MAX_EMBED_IMAGES} images per request", code="bad_shape")
 
-        def one(i: int) -> np.ndarray:
-            try:
-                return self._align(self._image(images[i], f"image {i}"), "auto")
-            except FacegateError as exc:
-                raise type(exc)(f"image {i}: {exc.message}", code=exc.code) from None
+        def prepare_all() -> np.ndarray:
+            # One thread, stopping at the first bad image: a 64-image request must not occupy every preprocess
+            # thread that kiosks' verifications need.
+            faces = []
+            for i, data in enumerate(images):
+                try:
+                    faces.append(self._align(self._image(data, f"image {i}"), "auto"))
+                except FacegateError as exc:
+                    raise type(exc)(f"image {i}: {exc.message}", code=exc.code) from None
+            return np.stack(faces)
 
-        faces = await asyncio.gather(*(self.runtime.run(one, i) for i in range(len(images))))
-        return _Batch(protocol, _request_id(payload, headers), np.stack(faces))
+        faces = await self.runtime.run(prepare_all)
+        return _Batch(protocol, _request_id(payload, headers), faces)
 
     async def predict(self, batch: _Batch, headers: dict[str, str] | None = None) -> _Batch:
         """Embed the faces through the micro-batcher."""
