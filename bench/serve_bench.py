@@ -17,6 +17,7 @@ import base64
 import io
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -32,7 +33,9 @@ import numpy as np
 from _common import SHARED, machine, require
 from PIL import Image
 
-ADMIN = "bench-admin-key-0123456789abcdef"
+from facegate.serve.client import outputs, verify_request
+
+ADMIN = secrets.token_urlsafe(24)  # made up per run, held in memory only
 
 
 def check_in_photo(src: Path) -> bytes:
@@ -108,17 +111,8 @@ def enroll_and_key(server: Server, photos: list[Path]) -> str:
     return str(httpx.post(server.url + "/admin/v1/keys/kiosk", headers=admin).json()["key"])
 
 
-def request_body(photo: bytes) -> dict[str, Any]:
-    return {
-        "inputs": [
-            {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(photo).decode()]},
-            {"name": "student_id", "shape": [1], "datatype": "BYTES", "data": ["S1"]},
-        ]
-    }
-
-
 def latency_run(server: Server, key: str, photo: bytes, n: int) -> dict[str, float]:
-    body = request_body(photo)
+    body = verify_request(photo, "S1")
     times = []
     with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
         for i in range(n + 10):
@@ -126,7 +120,7 @@ def latency_run(server: Server, key: str, photo: bytes, n: int) -> dict[str, flo
             r = client.post(server.url + "/v2/models/verifier/infer", json=body)
             dt = time.perf_counter() - t0
             r.raise_for_status()
-            decision = {o["name"]: o["data"][0] for o in r.json()["outputs"]}["decision"]
+            decision = outputs(r.json())["decision"]
             if decision != "accept":
                 sys.exit(f"unexpected decision {decision!r} for the enrolled person")
             if i >= 10:  # warm-up excluded
@@ -136,7 +130,7 @@ def latency_run(server: Server, key: str, photo: bytes, n: int) -> dict[str, flo
 
 
 def throughput_run(server: Server, key: str, photo: bytes, clients: int, duration: float) -> dict[str, Any]:
-    body = request_body(photo)
+    body = verify_request(photo, "S1")
     counts, errors, ended = [0] * clients, [0] * clients, [0.0] * clients
     stop_at = time.monotonic() + duration
     rss0 = rss_kib(server.proc.pid)

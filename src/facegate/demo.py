@@ -220,6 +220,7 @@ def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], a
     from facegate.export.convert import export_model, load_faces
     from facegate.serve.app import create_app
     from facegate.serve.auth import ApiKeyStore
+    from facegate.serve.client import outputs, verify_request
     from facegate.serve.gallery import Gallery, KeyRing
     from facegate.serve.local import LocalServer
     from facegate.serve.models import build_runtime
@@ -254,17 +255,12 @@ def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], a
         r.raise_for_status()
         out["enrolled_photos"] = r.json()["accepted"]
         for label, path in checks.items():
-            body = {
-                "inputs": [
-                    {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(path)]},
-                    {"name": "student_id", "shape": [1], "datatype": "BYTES", "data": [student]},
-                ]
-            }
+            body = verify_request(path.read_bytes(), student)
             t0 = time.perf_counter()
             r = client.post("/v2/models/verifier/infer", json=body, headers={"Authorization": f"Bearer {kiosk_key}"})
             ms = (time.perf_counter() - t0) * 1000
             r.raise_for_status()
-            res = {o["name"]: o["data"][0] for o in r.json()["outputs"]}
+            res = outputs(r.json())
             out["checks"][label] = {
                 "photo": str(path),
                 "decision": res["decision"],

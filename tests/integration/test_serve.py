@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import re
+import secrets
 import struct
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from facegate.serve.models import build_runtime
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "test-admin-key-0123456789"
+ADMIN = secrets.token_urlsafe(24)  # made up per run, never a literal in the source
 GALLERY_KEY = KeyRing.generate("k1")
 
 

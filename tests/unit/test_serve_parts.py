@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import struct
 
 import numpy as np
@@ -23,9 +24,12 @@ from facegate.serve.protocol import BadRequestError, bytes_values, parse_binary_
 pytestmark = pytest.mark.unit
 
 
+BOOTSTRAP = secrets.token_urlsafe(16)  # made up per run
+
+
 @pytest.fixture
 def store(tmp_path):  # type: ignore[no-untyped-def]
-    return ApiKeyStore(create_engine(f"sqlite:///{tmp_path / 'k.db'}"), env={"FACEGATE_ADMIN_KEY": "boot-key"})
+    return ApiKeyStore(create_engine(f"sqlite:///{tmp_path / 'k.db'}"), env={"FACEGATE_ADMIN_KEY": BOOTSTRAP})
 
 
 def test_api_keys_hashed_roles_revocation_and_bootstrap(store):
@@ -33,7 +37,7 @@ def test_api_keys_hashed_roles_revocation_and_bootstrap(store):
     admin = store.create("ops", "admin")
     assert kiosk.startswith("fgk_") and len(kiosk) > 40 and kiosk != admin
     assert store.authenticate(kiosk).role == "kiosk" and store.authenticate(admin).role == "admin"
-    assert store.authenticate("boot-key").role == "admin"
+    assert store.authenticate(BOOTSTRAP).role == "admin"
     assert store.authenticate(None) is None and store.authenticate("") is None and store.authenticate("x" * 999) is None
     assert store.authenticate(kiosk + "x") is None
     with store.engine.connect() as conn:

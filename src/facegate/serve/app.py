@@ -126,6 +126,9 @@ class Gatekeeper:
         self, app: ASGIApp, keys: ApiKeyStore, limiter: RateLimiter, max_bytes: int, max_admin_bytes: int
     ) -> None:
         self.app, self.keys, self.limiter = app, keys, limiter
+        #: Set by :func:`create_app`: the inner FastAPI app and the runtime it serves (tests and tools reach in).
+        self.fastapi: FastAPI | None = None
+        self.runtime: Runtime | None = None
         self.max_bytes, self.max_admin_bytes = max_bytes, max_admin_bytes
         #: Failed authentications per client address: 30 at once, then 30 a minute.
         self.failures = RateLimiter(rate_per_minute=30, burst=30)
@@ -439,8 +442,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     gate = Gatekeeper(
         app, store, RateLimiter(sv.rate_per_minute, sv.rate_burst), sv.max_request_bytes, sv.max_admin_request_bytes
     )
-    gate.fastapi = app  # type: ignore[attr-defined]
-    gate.runtime = rt  # type: ignore[attr-defined]
+    gate.fastapi, gate.runtime = app, rt
     return gate
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,13 +33,13 @@ import numpy as np
 from facegate.config import Settings
 from facegate.data.imageio import ImageLimits, decode_image
 from facegate.errors import FaceError, FacegateError
-from facegate.faces.pipeline import AlignMode, FaceAligner, aligner_from_settings
+from facegate.faces.pipeline import AlignMode, FaceAligner, aligner_from_settings, limits_from_settings
 from facegate.models.base import Embedder, load_embedder
 from facegate.serve.batching import MicroBatcher
 from facegate.serve.gallery import Gallery, check_student_id
-from facegate.serve.kserve_compat import InferInput, InferOutput, InferRequest, InferResponse, Model
+from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model
 from facegate.serve.metrics import DECISIONS, SCORES, STAGE_SECONDS
-from facegate.serve.protocol import BadRequestError, bytes_values
+from facegate.serve.protocol import BadRequestError, bytes_values, element_bytes
 
 __all__ = ["PRINCIPAL_HEADER", "EmbedModel", "Runtime", "UnknownStudentError", "VerifierModel", "build_runtime"]
 
@@ -115,10 +115,11 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
     embedder = SerialEmbedder(load_embedder(model or settings.model))
     threshold = settings.verify.threshold if settings.verify.threshold is not None else embedder.default_threshold
     sv = settings.serve
-    limits = ImageLimits(
-        max_bytes=min(settings.limits.max_bytes, sv.max_admin_request_bytes),
-        max_pixels=min(settings.limits.max_pixels, sv.max_verify_pixels),
-        min_side=settings.limits.min_side,
+    base = limits_from_settings(settings)
+    limits = replace(
+        base,
+        max_bytes=min(base.max_bytes, sv.max_admin_request_bytes),
+        max_pixels=min(base.max_pixels, sv.max_verify_pixels),
     )
     return Runtime(
         settings=settings,
@@ -240,8 +241,7 @@ def _inputs(payload: Any, names: tuple[str, ...]) -> tuple[str, dict[str, list[b
                     value = value.get("b64")
                 if not isinstance(value, str):
                     raise BadRequestError(f"instance field {n!r} must be a string", code="missing_input")
-                tensor = InferInput(name=n, shape=[1], datatype="BYTES", data=[value])
-                out[n].extend(bytes_values(tensor, base64_text=(n == "image")))
+                out[n].append(element_bytes(value, n, base64_text=(n == "image")))
         return "v1", out
     raise BadRequestError('expected a v2 inference request or a v1 {"instances": [...]} body', code="bad_request")
 

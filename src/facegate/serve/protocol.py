@@ -20,7 +20,7 @@ import orjson
 from facegate.errors import FacegateError
 from facegate.serve.kserve_compat import DataPlane, InferInput, InferRequest, InvalidInput, RequestedOutput
 
-__all__ = ["BadRequestError", "StrictDataPlane", "bytes_values", "parse_binary_request"]
+__all__ = ["BadRequestError", "StrictDataPlane", "bytes_values", "element_bytes", "parse_binary_request"]
 
 INFERENCE_HEADER = "inference-header-content-length"
 MAX_ELEMENTS = 1024
@@ -145,6 +145,24 @@ class StrictDataPlane(DataPlane):  # type: ignore[misc]
             raise InvalidInput(f"malformed request ({type(exc).__name__})") from None
 
 
+def element_bytes(value: object, name: str, *, base64_text: bool) -> bytes:
+    """One BYTES element as bytes: raw bytes as they are, text base64-decoded (images) or UTF-8 encoded (ids).
+
+    Raises:
+        BadRequestError: If the element is neither bytes nor text, or its base64 is invalid.
+    """
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise BadRequestError(f"input {name!r}: elements must be strings", code="bad_input")
+    if not base64_text:
+        return value.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError(f"input {name!r}: JSON image data must be base64", code="bad_base64") from None
+
+
 def bytes_values(inp: InferInput, *, base64_text: bool) -> list[bytes]:
     """The elements of a BYTES input as bytes.
 
@@ -166,20 +184,4 @@ def bytes_values(inp: InferInput, *, base64_text: bool) -> list[bytes]:
         raise BadRequestError(
             f"input {inp.name!r}: shape {shape} does not match {len(values)} elements", code="bad_shape"
         )
-    out = []
-    for v in values:
-        if isinstance(v, bytes):
-            out.append(v)
-        elif isinstance(v, str):
-            if base64_text:
-                try:
-                    out.append(base64.b64decode(v, validate=True))
-                except (binascii.Error, ValueError):
-                    raise BadRequestError(
-                        f"input {inp.name!r}: JSON image data must be base64", code="bad_base64"
-                    ) from None
-            else:
-                out.append(v.encode("utf-8", "surrogatepass"))
-        else:
-            raise BadRequestError(f"input {inp.name!r}: elements must be strings", code="bad_input")
-    return out
+    return [element_bytes(v, inp.name, base64_text=base64_text) for v in values]
