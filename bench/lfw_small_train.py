@@ -3,7 +3,8 @@
 It is compared, in one run, with the same network untrained and with the SFace baseline.
 
 Prints one JSON object. Usage:
-``python bench/lfw_small_train.py [--epochs N] [--width W] [--out DIR] [--bundle DIR] [--export DIR]``.
+``python bench/lfw_small_train.py [--epochs N] [--backbone B] [--width W] [--embedding-size D] [--out DIR]
+[--bundle DIR] [--export DIR]``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--backbone", default="iresnet18")
+    ap.add_argument("--embedding-size", type=int, default=None, help="embedding width (the config's 128 unless set)")
     ap.add_argument("--out", default=".facegate/runs/lfw_small")
     ap.add_argument("--track", action="store_true", help="also log the run to MLflow")
     ap.add_argument("--bundle", type=Path, default=None, help="evaluate this trained bundle instead of training")
@@ -67,6 +69,7 @@ def main() -> None:
             f"model.width={args.width}",
             f"model.backbone={args.backbone}",
             f"output={args.out}",
+            *([f"model.embedding_size={args.embedding_size}"] if args.embedding_size else []),
             *([f"teacher={args.teacher}"] if args.teacher else []),
         ],
     )

@@ -159,3 +159,65 @@ def test_teacher_distillation_runs_and_resumes_exactly(tmp_path):
     plain = load_train_config(TINY, [*MICRO, "model.dropout=0.0", f"output={tmp_path / 'c'}"])
     train(plain, progress=False)
     assert not all(torch.equal(pa[k], _params(tmp_path / "c")[k]) for k in pa)  # the teacher changed training
+
+
+_NAN_ON_ONE_RANK = """
+import os, sys
+import torch
+from facegate.models import heads
+from facegate.train.config import load_train_config
+from facegate.train.trainer import TrainingError, train
+
+calls = 0
+margin = heads.CombinedMarginLoss.forward
+
+
+def poisoned(self, cosine, target):
+    global calls
+    calls += 1
+    logits = margin(self, cosine, target)
+    return logits * float("nan") if os.environ["RANK"] == "1" and calls >= 3 else logits
+
+
+heads.CombinedMarginLoss.forward = poisoned
+try:
+    train(load_train_config(sys.argv[1], sys.argv[2:]), progress=False)
+except TrainingError as exc:
+    print(f"STOPPED: {exc}", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def test_ddp_nan_on_one_rank_stops_every_rank(tmp_path):
+    """A non-finite loss on rank 1 only stops rank 0 too, with the same clear error.
+
+    Without the agreement, rank 0 dies in the gradient all-reduce with a gloo "connection closed" traceback (seen),
+    and under NCCL it would wait there until the process group times out.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo"}
+    base |= {"WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    args = [str(TINY), *MICRO, "epochs=4", f"output={tmp_path / 'nan'}"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _NAN_ON_ONE_RANK, *args],
+            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for r in (0, 1)
+    ]
+    try:
+        errs = [p.communicate(timeout=180)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [3, 3], errs
+    assert "another rank" in errs[0]
+    assert "loss is nan" in errs[1]

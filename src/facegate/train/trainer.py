@@ -325,6 +325,17 @@ def train(
         dist.broadcast(flag, src=0)
         return bool(flag.item())
 
+    def _agree_finite(error: NonFiniteLossError | None) -> None:
+        # A rank whose loss is not finite stops; the others must stop with it, before the backward pass, or they
+        # would wait in DDP's gradient all-reduce until the process group times out (30 minutes by default).
+        if world > 1:
+            flag = torch.tensor([int(error is not None)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and error is None:
+                error = NonFiniteLossError("the loss on another rank is not finite; see that rank's log")
+        if error is not None:
+            raise error
+
     def validate() -> dict[str, Any] | None:
         if evaluator is None or val_pairs is None:
             return None
@@ -379,7 +390,12 @@ def train(
                     no_sync = getattr(net, "no_sync", None)
                     ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
                     with ctx:
-                        loss = net(x, labels, target) / cfg.grad_accum
+                        bad: NonFiniteLossError | None = None
+                        try:
+                            loss = net(x, labels, target) / cfg.grad_accum
+                        except NonFiniteLossError as exc:
+                            bad = exc
+                        _agree_finite(bad)
                         scaler.scale(loss).backward()
                     loss_sum += float(loss.detach())
                     seen_since_log += x.shape[0] * world
