@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -53,7 +54,7 @@ def test_resume_is_bit_identical(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # ...and the checkpoint really carried the data position: without it the resumed run would restart epoch 0.
-    ck = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)  # no unpickling needed
     assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (2, 0, 8)
 
 
@@ -154,7 +155,7 @@ def test_teacher_distillation_runs_and_resumes_exactly(tmp_path):
     train(load_train_config(TINY, [*micro, f"output={tmp_path / 'b'}"]), progress=False)
     pa, pb = _params(tmp_path / "a"), _params(tmp_path / "b")
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
-    ck = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)  # no unpickling needed
     assert ck["proj"]["weight"].shape == (128, 16)  # student 16-d projected onto SFace's 128-d
     plain = load_train_config(TINY, [*MICRO, "model.dropout=0.0", f"output={tmp_path / 'c'}"])
     train(plain, progress=False)
@@ -221,3 +222,13 @@ def test_ddp_nan_on_one_rank_stops_every_rank(tmp_path):
     assert [p.returncode for p in procs] == [3, 3], errs
     assert "another rank" in errs[0]
     assert "loss is nan" in errs[1]
+
+
+def test_resume_refuses_a_checkpoint_that_needs_unpickling(tmp_path):
+    """Checkpoints load with weights_only=True: one carrying arbitrary pickled objects is refused, clearly."""
+    ckpt = tmp_path / "x" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.save({"model": {}, "rng": {"numpy": np.random.get_state()}}, ckpt / "last.pt")
+    cfg = load_train_config(TINY, [*MICRO, "max_steps=1", f"output={tmp_path / 'x'}"])
+    with pytest.raises(TrainingError, match="cannot resume from .*--no-resume"):
+        train(cfg, progress=False)

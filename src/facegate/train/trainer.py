@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -102,18 +103,32 @@ def _lr_lambda(total: int, warmup: int, power: float) -> Any:
 
 
 def _rng_state() -> dict[str, Any]:
+    # Tensors and plain Python values only, so that checkpoints load with torch.load(weights_only=True): a resumed
+    # checkpoint may come from shared storage, and a full unpickle would run whatever code it names.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -273,7 +288,13 @@ def train(
     validations: list[dict[str, Any]] = []
     last = ckpt_dir / LAST
     if resume and last.is_file():
-        state = torch.load(last, map_location=device, weights_only=False)
+        try:
+            state = torch.load(last, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            raise TrainingError(
+                f"cannot resume from {last}: not a checkpoint this version writes ({type(exc).__name__}); move it "
+                "away to start afresh, or pass --no-resume"
+            ) from None
         model.load_state_dict(state["model"])
         head.load_state_dict(state["head"])
         if proj is not None and state.get("proj") is not None:
