@@ -50,6 +50,9 @@ def main() -> None:
     ap.add_argument("--embedding-size", type=int, default=None, help="embedding width (the config's 128 unless set)")
     ap.add_argument("--out", default=".facegate/runs/lfw_small")
     ap.add_argument("--track", action="store_true", help="also log the run to MLflow")
+    ap.add_argument(
+        "--resume", action="store_true", help="continue the run in --out (e.g. for more --epochs) instead of restarting"
+    )
     ap.add_argument("--bundle", type=Path, default=None, help="evaluate this trained bundle instead of training")
     ap.add_argument("--teacher", default=None, help="distil this model into the student (e.g. sface)")
     ap.add_argument(
@@ -76,7 +79,7 @@ def main() -> None:
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"exclude_identities": sorted(names)})})
     t0 = time.perf_counter()
     if args.bundle is None:
-        result, _ = run_training(cfg, track=args.track, resume=False, progress=True)
+        result, _ = run_training(cfg, track=args.track, resume=args.resume, progress=True)
         assert result.bundle is not None
         bundle, steps, sps = result.bundle, result.steps, result.samples_per_second
     else:

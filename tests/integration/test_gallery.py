@@ -53,7 +53,23 @@ def test_enroll_verify_delete(photos, tmp_path, keys, sface, kiosk):
     assert b"\xff\xd8\xff" not in raw  # no JPEG in clear
     with pytest.raises(GalleryError, match="no usable photo"):
         g.enroll("S-nobody", [(photos / "two_people.jpg").read_bytes()], sface, kiosk)
+    crop = kiosk.prepare(read_image(train / "obama" / "obama.jpg")).face
+    assert crop.tobytes()[:4096] not in raw  # nor as raw pixels
+    # Deleting leaves neither the template nor the encrypted crops anywhere in the files (secure_delete + a WAL
+    # checkpoint); the same search finds them before the delete, so it can fail.
+    template = g.template("S-obama", sface.version).astype(np.float32).tobytes()
+    with sqlite3.connect(tmp_path / "g.db") as conn:
+        sealed = [bytes(r[0]) for r in conn.execute("SELECT ciphertext FROM crops WHERE student_id = 'S-obama'")]
+    files = ("g.db", "g.db-wal")
+
+    def on_disk() -> bytes:
+        return b"".join((tmp_path / f).read_bytes() for f in files if (tmp_path / f).exists())
+
+    assert template in on_disk()
     assert g.delete("S-obama")
+    after = on_disk()
+    assert template not in after
+    assert sealed and all(c[-64:] not in after for c in sealed)
     counts = g.counts()
     assert counts["students"] == 1
     assert counts["crops"] == 1

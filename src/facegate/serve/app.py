@@ -230,9 +230,10 @@ class Gatekeeper:
                 _error(401, "an API key is required (Authorization: Bearer KEY)", "unauthenticated", challenge)
             )
             return None
-        # A client address that keeps presenting bad keys is slowed down before it costs a database lookup.
+        # A client address that keeps presenting bad keys is slowed down before it costs a database lookup. Keys
+        # that authenticated recently still pass: behind an ingress or NAT, every kiosk shares the guesser's address.
         throttled = self.failures.peek(client)
-        if throttled > 0:
+        if throttled > 0 and not self.keys.recently_valid(key):
             REJECTED_REQUESTS.labels("auth_throttled").inc()
             retry = {"Retry-After": str(max(1, int(throttled + 0.999)))}
             await respond(_error(429, "too many failed authentications", "rate_limited", retry))

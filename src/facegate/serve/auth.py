@@ -73,6 +73,9 @@ class ApiKeyStore:
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._misses: dict[str, tuple[float, Principal | None]] = {}
+        # Digests of keys that authenticated recently (-> when). Only consulted while a client address is throttled
+        # for failed attempts: kiosks behind the same proxy or NAT as a guesser keep working.
+        self._good: dict[str, float] = {}
         self._lock = threading.Lock()
         bootstrap = (env if env is not None else os.environ).get(ADMIN_KEY_ENV, "")
         # Only the digest is kept: the key itself is not held in memory longer than this constructor.
@@ -125,6 +128,20 @@ class ApiKeyStore:
                 for r in session.scalars(select(ApiKey).order_by(ApiKey.name))
             ]
 
+    def recently_valid(self, key: str | None, within_s: float = 3600.0) -> bool:
+        """Whether ``key`` authenticated in the last ``within_s`` seconds (no database lookup).
+
+        A ``True`` is not an authentication: the caller still calls :meth:`authenticate`, which honours revocation.
+        """
+        if not key or len(key) > 256:
+            return False
+        digest = hash_key(key)
+        if self._bootstrap is not None and hmac.compare_digest(digest, self._bootstrap):
+            return True
+        with self._lock:
+            seen = self._good.get(digest)
+        return seen is not None and time.monotonic() - seen < within_s
+
     def authenticate(self, key: str | None) -> Principal | None:
         """The principal for a presented key, or ``None`` when it is missing, unknown or revoked."""
         if not key or len(key) > 256:
@@ -149,6 +166,10 @@ class ApiKeyStore:
             if len(cache) > 10_000:  # misses have their own bound, so guessing cannot evict the valid keys
                 cache.clear()
             cache[digest] = (now, principal)
+            if principal is not None:
+                if len(self._good) > 10_000:
+                    self._good.clear()
+                self._good[digest] = now
         return principal
 
     def _clear(self) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Sequence
@@ -155,6 +157,10 @@ class KeyRing:
         """A new ``id:base64key`` entry for ``FACEGATE_GALLERY_KEYS``."""
         return f"{key_id}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
 
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose``, derived from the active key (HMAC-SHA256; the key itself is not exposed)."""
+        return hmac.new(self.keys[self.active], b"facegate:" + purpose.encode(), hashlib.sha256).digest()
+
     def encrypt(self, data: bytes, aad: bytes) -> tuple[str, bytes, bytes]:
         """``(key_id, nonce, ciphertext)`` with the active key."""
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -221,6 +227,9 @@ class Gallery:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
+                # Deleted rows are overwritten with zeros, not left in free pages: deleting a student must not
+                # leave their template or encrypted crops recoverable from the file.
+                cur.execute("PRAGMA secure_delete=ON")
                 cur.close()
 
         _Base.metadata.create_all(self.engine)
@@ -296,7 +305,14 @@ class Gallery:
                 return False
             session.delete(student)
             session.add(AuditEntry(action="delete", kiosk=admin, student_id=student_id))
+        self._scrub_wal()
         return True
+
+    def _scrub_wal(self) -> None:
+        """Copy the WAL into the database and truncate it: older WAL frames still hold the deleted rows' pages."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def students(self) -> list[dict[str, Any]]:
         """Students with their photo count and the model versions they have templates for (no biometric data)."""

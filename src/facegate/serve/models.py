@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
+import re
+import secrets
 import threading
 import time
 import uuid
@@ -57,9 +60,27 @@ class UnknownStudentError(FacegateError):
     code = "unknown_student"
 
 
+class _TagKey:
+    """The secret that keys :func:`student_tag` (set from the gallery key ring when a runtime is built)."""
+
+    value: bytes | None = None
+
+
+def set_student_tag_key(key: bytes) -> None:
+    """Key the student tags in log lines (every replica with the same gallery keys writes the same tags)."""
+    _TagKey.value = key
+
+
 def student_tag(student_id: str) -> str:
-    """A short digest of a student id for log lines (the audit table holds the id itself)."""
-    return hashlib.sha256(student_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    """A keyed digest of a student id for log lines (the audit table holds the id itself).
+
+    Keyed (HMAC), not a plain hash: student ids are few and guessable, so a plain digest could be reversed by
+    hashing every id. Without a configured key, a random one for this process is used.
+    """
+    if _TagKey.value is None:
+        _TagKey.value = secrets.token_bytes(32)
+    data = student_id.encode("utf-8", "surrogatepass")
+    return hmac.new(_TagKey.value, data, hashlib.sha256).hexdigest()[:16]
 
 
 @dataclass
@@ -113,6 +134,8 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         gallery: An open gallery (opened from ``settings.gallery_url()`` when omitted).
     """
     embedder = SerialEmbedder(load_embedder(model or settings.model))
+    gallery = gallery or Gallery(settings.gallery_url())
+    set_student_tag_key(gallery.keys.derive("log-student-tags"))
     threshold = settings.verify.threshold if settings.verify.threshold is not None else embedder.default_threshold
     sv = settings.serve
     base = limits_from_settings(settings)
@@ -125,7 +148,7 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         settings=settings,
         embedder=embedder,
         threshold=float(threshold),
-        gallery=gallery or Gallery(settings.gallery_url()),
+        gallery=gallery,
         batcher=MicroBatcher(embedder, max_batch=sv.max_batch, max_wait_s=sv.batch_wait_ms / 1000.0),
         limits=limits,
         executor=ThreadPoolExecutor(max_workers=sv.preprocess_threads, thread_name_prefix="facegate-pre"),
@@ -168,9 +191,14 @@ def _principal(headers: dict[str, str] | None) -> str:
     return value.partition(":")[0] or "unauthenticated"
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 def _request_id(payload: Any, headers: dict[str, str] | None) -> str:
+    """The client's request id when it is a plain token, else a fresh one: it is echoed and written to logs."""
     rid = payload.id if isinstance(payload, InferRequest) else None
-    return rid or (headers or {}).get("x-request-id") or uuid.uuid4().hex
+    rid = rid or (headers or {}).get("x-request-id")
+    return rid if rid and _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
 
 
 @dataclass
