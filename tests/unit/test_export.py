@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facegate.data.pairs import BytesSource, PairSet
 from facegate.data.synthetic import synthetic_faces
 from facegate.export import convert
 from facegate.export.convert import ExportGateError, export_model
@@ -58,3 +59,30 @@ def test_failed_gate_fails_the_export_and_writes_no_bundle(bundle, tmp_path, mon
     assert not (tmp_path / "out" / "openvino-fp16").exists()
     report = json.loads((tmp_path / "out" / "export_report.json").read_text())
     assert report["formats"]["openvino-fp16"]["passed"] is False
+
+
+def _synthetic_pairs(faces: np.ndarray, labels: np.ndarray) -> PairSet:
+    import cv2
+
+    blobs = [cv2.imencode(".png", f[:, :, ::-1])[1].tobytes() for f in faces]
+    left, right, same = [], [], []
+    for i in range(len(faces)):
+        for j in range(i + 1, len(faces)):
+            left.append(str(i))
+            right.append(str(j))
+            same.append(labels[i] == labels[j])
+    folds = np.arange(len(left)) % 2
+    return PairSet("synthetic", left, right, np.asarray(same), folds, BytesSource(blobs, name="synthetic"))
+
+
+def test_int8_accuracy_gate_fails_the_export_and_thresholds_say_where_they_come_from(bundle, tmp_path, monkeypatch):
+    faces, labels = synthetic_faces(6, 3, seed=9)
+    pairs = _synthetic_pairs(faces, labels)
+    monkeypatch.setattr(convert, "INT8_MAX_ACCURACY_DROP", -1.0)  # any result fails: the gate must act on it
+    with pytest.raises(ExportGateError, match="openvino-int8: accuracy drop"):
+        export_model(bundle, tmp_path / "out", faces, formats=["openvino-fp32", "openvino-int8"], pairs=pairs)
+    assert not (tmp_path / "out" / "openvino-int8").exists()
+    meta = json.loads((tmp_path / "out" / "openvino-fp32" / "facegate.json").read_text())
+    # 153 pairs cannot resolve a FAR of 1e-3: the bundle says its threshold is the best-accuracy one instead.
+    assert "not resolvable" in meta["threshold_source"]
+    assert meta["threshold"] == meta["evaluation"]["threshold"]

@@ -259,7 +259,7 @@ def export_model(
             gate = COSINE_GATE[fmt]
             if entry["parity"]["cosine_mean"] < gate:
                 problems.append(f"mean cosine {entry['parity']['cosine_mean']:.5f} < {gate}")
-            threshold = source.default_threshold
+            threshold, threshold_source = source.default_threshold, "source model (no pairs given)"
             if pairs is not None and src_eval is not None:
                 ev = evaluate_pairs(exported, pairs, mode="auto", target_far=target_far, progress=progress).metrics
                 drop = src_eval["accuracy"] - ev["accuracy"]
@@ -269,7 +269,13 @@ def export_model(
                 entry["accuracy_drop"] = drop
                 if fmt == "openvino-int8" and drop > INT8_MAX_ACCURACY_DROP:
                     problems.append(f"accuracy drop {drop * 100:.2f} points > {INT8_MAX_ACCURACY_DROP * 100:.1f}")
-                threshold = ev["threshold_target_far"] if ev["threshold_target_far"] is not None else ev["threshold"]
+                if ev["threshold_target_far"] is not None:
+                    threshold, threshold_source = ev["threshold_target_far"], f"FAR {target_far:g} on the export pairs"
+                else:
+                    # Too few impostor pairs to resolve that FAR: say so in the bundle rather than pretend.
+                    threshold = ev["threshold"]
+                    threshold_source = f"best accuracy on the export pairs (FAR {target_far:g} not resolvable)"
+                    warnings.warn(f"{fmt}: {threshold_source}", stacklevel=2)
             entry["passed"] = not problems
             entry["problems"] = problems
             entry["seconds"] = round(time.perf_counter() - t0, 2)
@@ -290,6 +296,7 @@ def export_model(
                 "format": fmt,
                 "model_kwargs": kw,
                 "threshold": threshold,
+                "threshold_source": threshold_source,
                 "target_far": target_far,
                 "source": {"model": source.name, "version": source.version},
                 "parity": entry["parity"],
