@@ -7,7 +7,9 @@ UV_VERSION := 0.13.9
 UV := .uv/bin/uv
 # uv ignores pip.conf; hand it pip's find-links folder (on this machine kind it holds the CPU torch wheel).
 FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^[^=]*find-links='\([^']*\)'.*/\1/p" | head -n1)
-UV_SYNC := $(UV) sync --frozen --python $(PYTHON) $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+# The real interpreter, not a pyenv shim: uv rebuilds a venv whose interpreter path differs from the one it is given.
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+UV_SYNC := $(UV) sync --frozen --python $(PYTHON_EXE) $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 
 # Telemetry off for everything started from here; uv never downloads an interpreter.
 export MLFLOW_DISABLE_TELEMETRY=true RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 DO_NOT_TRACK=1

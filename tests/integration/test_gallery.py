@@ -160,3 +160,38 @@ def test_sigkill_during_enrollment_leaves_gallery_consistent(photos, tmp_path, s
     assert sqlite3.connect(tmp_path / "g.db").execute("pragma integrity_check").fetchone()[0] == "ok"
     assert g2.counts()["crops"] == 1  # the old enrollment, whole
     np.testing.assert_array_equal(g2.template("s1", sface.version), old)
+
+
+def test_gallery_on_postgresql(postgres_url, photos, keys, sface, kiosk):
+    """The cluster's database: enroll, re-enroll (replaces crops and templates), verify, keys, delete cascades."""
+    from sqlalchemy import text
+
+    from facegate.serve.auth import ApiKeyStore
+
+    g = Gallery(postgres_url, keys)
+    train = photos / "train"
+    obama = [(train / "obama" / n).read_bytes() for n in ("obama.jpg", "obama2.jpg")]
+    assert g.enroll("S-pg", obama[:1], sface, kiosk).accepted == 1
+    first = g.template("S-pg", sface.version)
+    res = g.enroll("S-pg", obama, sface, kiosk, admin="ops")  # re-enroll from two photos
+    assert res.accepted == 2
+    assert g.counts()["crops"] == 2 and g.counts()["templates"] == 1
+    second = g.template("S-pg", sface.version)
+    assert second is not None and first is not None and not np.allclose(first, second)
+    assert _score(g, sface, kiosk, "S-pg", train / "obama" / "obama2.jpg") >= sface.default_threshold
+    assert _score(g, sface, kiosk, "S-pg", train / "biden" / "biden.jpg") < sface.default_threshold
+    # An id that looks like SQL is only ever a bound parameter.
+    sql = "S'; DROP TABLE students; --"
+    g.enroll(sql, obama[:1], sface, kiosk)
+    assert sorted(s["student_id"] for s in g.students()) == ["S'; DROP TABLE students; --", "S-pg"]
+    assert g.delete(sql)
+    store = ApiKeyStore(g.engine, env={})
+    key = store.create("kiosk-pg")
+    assert store.authenticate(key).name == "kiosk-pg"
+    assert g.delete("S-pg", admin="ops")
+    with g.engine.connect() as conn:
+        left = {t: conn.execute(text(f"SELECT count(*) FROM {t} WHERE student_id = 'S-pg'")).scalar() for t in (
+            "crops", "templates")}  # fmt: skip
+        assert conn.execute(text("SELECT count(*) FROM students")).scalar() == 0
+    assert left == {"crops": 0, "templates": 0}
+    g.engine.dispose()
