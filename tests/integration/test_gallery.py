@@ -195,3 +195,34 @@ def test_gallery_on_postgresql(postgres_url, photos, keys, sface, kiosk):
         assert conn.execute(text("SELECT count(*) FROM students")).scalar() == 0
     assert left == {"crops": 0, "templates": 0}
     g.engine.dispose()
+
+
+def test_gallery_cli_enroll_list_reindex_delete(photos, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from facegate.cli import app
+
+    runner = CliRunner()
+    key = runner.invoke(app, ["gallery", "new-key", "k9"]).stdout.strip()
+    env = {"FACEGATE_GALLERY_KEYS": key}
+    db = ["--db", f"sqlite:///{tmp_path / 'cli.db'}"]
+    train = photos / "train" / "obama"
+    out = runner.invoke(
+        app, ["gallery", "enroll", "S-cli", str(train / "obama.jpg"), str(photos / "two_people.jpg"), *db], env=env
+    )
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    assert res["accepted"] == 1 and [r["reason"] for r in res["rejected"]] == ["multiple_faces"]
+    listed = json.loads(runner.invoke(app, ["gallery", "list", *db], env=env).stdout)
+    assert [s["student_id"] for s in listed] == ["S-cli"] and listed[0]["photos"] == 1
+    reindexed = runner.invoke(app, ["gallery", "reindex", "--model", "sface", *db], env=env)
+    assert reindexed.exit_code == 0 and "indexed 1 students" in reindexed.stdout
+    assert runner.invoke(app, ["gallery", "delete", "S-cli", *db], env=env).exit_code == 0
+    again = runner.invoke(app, ["gallery", "delete", "S-cli", *db], env=env)
+    assert again.exit_code != 0 and "unknown_student" in again.output
+    # Without the encryption key the gallery refuses to open rather than store crops in clear.
+    nokey = runner.invoke(app, ["gallery", "list", *db], env={"FACEGATE_GALLERY_KEYS": ""})
+    assert nokey.exit_code != 0 and "FACEGATE_GALLERY_KEYS" in nokey.output
+    assert key.split(":", 1)[1] not in out.output + reindexed.output + nokey.output

@@ -13,6 +13,7 @@ import secrets
 import struct
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -115,6 +116,17 @@ def test_verify_accepts_same_person_rejects_other_and_asks_retry(service, photos
     Image.fromarray(blank).save(buf, format="JPEG")
     none = client.post("/v2/models/verifier/infer", json=v2(buf.getvalue()), headers=kiosk)
     assert (_out(none)["decision"], _out(none)["reason"]) == ("retry", "no_face")
+
+    # A face too blurred, or too small, to trust: the kiosk is asked to take the photo again.
+    photo = np.asarray(Image.open(photos / "test" / "obama1.jpg").convert("RGB"))
+    for label, bad in (
+        ("blurry", cv2.GaussianBlur(photo, (101, 101), 0)),
+        ("too small", cv2.resize(photo, None, fx=0.07, fy=0.07, interpolation=cv2.INTER_AREA)),
+    ):
+        buf = io.BytesIO()
+        Image.fromarray(bad).save(buf, format="JPEG", quality=95)
+        r = client.post("/v2/models/verifier/infer", json=v2(buf.getvalue()), headers=kiosk)
+        assert (_out(r)["decision"], _out(r)["reason"]) == ("retry", "low_quality"), (label, _out(r))
 
     # v1 :predict gives the same decision, and a binary (Triton-style) body too.
     v1 = client.post(
