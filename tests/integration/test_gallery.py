@@ -70,6 +70,7 @@ def test_enroll_verify_delete(photos, tmp_path, keys, sface, kiosk):
     after = on_disk()
     assert template not in after
     assert sealed and all(c[-64:] not in after for c in sealed)
+    _assert_audit_append_only(g)
     counts = g.counts()
     assert counts["students"] == 1
     assert counts["crops"] == 1
@@ -194,7 +195,19 @@ def test_gallery_on_postgresql(postgres_url, photos, keys, sface, kiosk):
             "crops", "templates")}  # fmt: skip
         assert conn.execute(text("SELECT count(*) FROM students")).scalar() == 0
     assert left == {"crops": 0, "templates": 0}
+    _assert_audit_append_only(g)
+    Gallery(postgres_url, keys).engine.dispose()  # reopening an existing gallery (triggers already there) works
     g.engine.dispose()
+
+
+def _assert_audit_append_only(g: Gallery) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DatabaseError
+
+    for statement in ("UPDATE audit SET decision = 'accept'", "DELETE FROM audit"):
+        with pytest.raises(DatabaseError, match="append-only"), g.engine.begin() as conn:
+            conn.execute(text(statement))
+    assert g.counts()["audit"] > 0
 
 
 def test_gallery_cli_enroll_list_reindex_delete(photos, tmp_path):

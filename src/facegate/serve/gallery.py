@@ -96,7 +96,7 @@ class Template(_Base):
 
 
 class AuditEntry(_Base):
-    """Append-only: the gallery API has no update or delete for it, and it holds no image or template."""
+    """Append-only (database triggers refuse UPDATE and DELETE); it holds no image and no template."""
 
     __tablename__ = "audit"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -233,6 +233,28 @@ class Gallery:
                 cur.close()
 
         _Base.metadata.create_all(self.engine)
+        self._protect_audit()
+
+    def _protect_audit(self) -> None:
+        """Make the audit table append-only in the database itself (triggers), not only by the API's convention."""
+        if self.engine.dialect.name == "sqlite":
+            ddl = [
+                f"CREATE TRIGGER IF NOT EXISTS audit_no_{op.lower()} BEFORE {op} ON audit "
+                "BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END"
+                for op in ("UPDATE", "DELETE")
+            ]
+        elif self.engine.dialect.name == "postgresql":
+            ddl = [
+                "CREATE OR REPLACE FUNCTION facegate_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'the audit table is append-only'; END $$",
+                "CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
+                "FOR EACH STATEMENT EXECUTE FUNCTION facegate_audit_append_only()",
+            ]
+        else:
+            return
+        with self.engine.begin() as conn:
+            for statement in ddl:
+                conn.exec_driver_sql(statement)
 
     # -- enrollment ------------------------------------------------------------------------------------------------
     def enroll(
