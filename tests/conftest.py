@@ -59,8 +59,7 @@ def _pg_tool(name: str) -> str | None:
     import glob
     import shutil
 
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
-    return found
+    return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +107,7 @@ def postgres_url():  # type: ignore[no-untyped-def]
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"could not start a test PostgreSQL: {exc}; {getattr(exc, 'stderr', b'')!r} {log}") from None
     try:
-        yield f"postgresql+psycopg://facegate@/postgres?host={sock}"
+        yield f"postgresql+psycopg:///postgres?host={sock}&user=facegate"  # trust auth: no password
     finally:
         subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)

@@ -32,6 +32,11 @@ ADMIN = secrets.token_urlsafe(24)  # made up per run, never a literal in the sou
 GALLERY_KEY = KeyRing.generate("k1")
 
 
+def _made_up_key() -> str:
+    """A key-shaped string that was never issued (made up per call, never a literal)."""
+    return "fgk_" + secrets.token_urlsafe(16)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -174,7 +179,7 @@ def test_auth_missing_wrong_revoked_and_forbidden(service, photos):
     client, kiosk, admin, gate, _ = service
     body = v2((photos / "test" / "obama1.jpg").read_bytes())
     assert client.post("/v2/models/verifier/infer", json=body).status_code == 401
-    r = client.post("/v2/models/verifier/infer", json=body, headers={"Authorization": "Bearer fgk_wrong"})
+    r = client.post("/v2/models/verifier/infer", json=body, headers={"Authorization": f"Bearer {_made_up_key()}"})
     assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
     assert r.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/admin/v1/students", headers=kiosk).status_code == 403
@@ -194,7 +199,7 @@ def test_auth_missing_wrong_revoked_and_forbidden(service, photos):
     assert new.encode() not in db and service[4].encode() not in db
     # A client address that keeps guessing is throttled before its guesses cost database lookups.
     guesses = [
-        client.post("/v2/models/verifier/infer", json=body, headers={"X-API-Key": f"fgk_guess{i}"}).status_code
+        client.post("/v2/models/verifier/infer", json=body, headers={"X-API-Key": _made_up_key()}).status_code
         for i in range(40)
     ]
     assert 429 in guesses and set(guesses) <= {401, 429}
@@ -379,6 +384,7 @@ def test_bad_input_corpus_gets_4xx_json_and_server_keeps_answering(service, phot
 
 def test_logs_hold_no_key_image_or_template(service, photos):
     client, kiosk, admin, gate, kiosk_key = service
+    guess = _made_up_key()
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -398,7 +404,7 @@ def test_logs_hold_no_key_image_or_template(service, photos):
         r = client.post("/v2/models/verifier/infer", json=odd, headers=kiosk)
         assert r.status_code == 200 and "forged" not in r.json()["id"]
         client.post("/v2/models/verifier/infer", json=v2(b"junk", "S-log"), headers=kiosk)
-        client.post("/v2/models/verifier/infer", json=v2(img, "S-log"), headers={"X-API-Key": "fgk_guess"})
+        client.post("/v2/models/verifier/infer", json=v2(img, "S-log"), headers={"X-API-Key": guess})
         client.delete("/admin/v1/students/S-log", headers=admin)
     finally:
         root.removeHandler(handler)
@@ -406,7 +412,7 @@ def test_logs_hold_no_key_image_or_template(service, photos):
     text = stream.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     assert any(rec.get("msg") == "verify" for rec in lines) and any(rec.get("msg") == "request" for rec in lines)
-    for secret in (ADMIN, kiosk_key, "fgk_guess", GALLERY_KEY.split(":", 1)[1], b64(img)[:40], "S-log"):
+    for secret in (ADMIN, kiosk_key, guess, GALLERY_KEY.split(":", 1)[1], b64(img)[:40], "S-log"):
         assert secret not in text, [line[:300] for line in text.splitlines() if secret in line][:3]
     assert template is not None
     assert not any(f"{v:.5f}" in text for v in template[:16])

@@ -133,10 +133,10 @@ class ApiKeyStore:
 
         A ``True`` is not an authentication: the caller still calls :meth:`authenticate`, which honours revocation.
         """
-        if not key or len(key) > 256:
+        digest = self._digest(key)
+        if digest is None:
             return False
-        digest = hash_key(key)
-        if self._bootstrap is not None and hmac.compare_digest(digest, self._bootstrap):
+        if self._is_bootstrap(digest):
             return True
         with self._lock:
             seen = self._good.get(digest)
@@ -144,10 +144,10 @@ class ApiKeyStore:
 
     def authenticate(self, key: str | None) -> Principal | None:
         """The principal for a presented key, or ``None`` when it is missing, unknown or revoked."""
-        if not key or len(key) > 256:
+        digest = self._digest(key)
+        if digest is None:
             return None
-        digest = hash_key(key)
-        if self._bootstrap is not None and hmac.compare_digest(digest, self._bootstrap):
+        if self._is_bootstrap(digest):
             return Principal("admin", "admin")
         now = time.monotonic()
         with self._lock:
@@ -171,6 +171,14 @@ class ApiKeyStore:
                     self._good.clear()
                 self._good[digest] = now
         return principal
+
+    @staticmethod
+    def _digest(key: str | None) -> str | None:
+        """The stored form of a presented key; ``None`` for a missing or oversized one."""
+        return hash_key(key) if key and len(key) <= 256 else None
+
+    def _is_bootstrap(self, digest: str) -> bool:
+        return self._bootstrap is not None and hmac.compare_digest(digest, self._bootstrap)
 
     def _clear(self) -> None:
         with self._lock:
