@@ -157,10 +157,17 @@ def load_embedder(name_or_path: str | Path) -> Embedder:
     file relative to the bundle, passed to the factory as ``weights``), ``"model_kwargs"`` (more factory
     arguments, such as ``embedding_size`` and ``width``), ``"threshold"`` and ``"version"``.
 
+    ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` name a bundle in the MLflow Model Registry; it is fetched
+    (once per version) and loaded like any other bundle.
+
     Raises:
         ModelError: If neither a registered name nor a readable bundle.
     """
     text = str(name_or_path)
+    if text.startswith("models:/"):
+        from facegate.registry.models import fetch_bundle  # MLflow only when a registry URI is used
+
+        text = str(fetch_bundle(text))
     path = Path(text)
     if path.is_dir():
         meta_path = path / BUNDLE_FILE

@@ -22,7 +22,15 @@ from typing import Any
 from facegate.train.config import TrainConfig
 from facegate.utils import flatten_dict
 
-__all__ = ["MlflowCallback", "dataset_hash", "git_commit", "log_trained_model", "tracked_run", "tracking_uri"]
+__all__ = [
+    "MlflowCallback",
+    "dataset_hash",
+    "ensure_experiment",
+    "git_commit",
+    "log_trained_model",
+    "tracked_run",
+    "tracking_uri",
+]
 
 TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
@@ -101,6 +109,25 @@ class MlflowCallback:
         mlflow.log_metrics(flat, step=step)
 
 
+def ensure_experiment(name: str, home: str | Path = ".facegate") -> str:
+    """The id of experiment ``name``, created if missing.
+
+    With the embedded SQLite store its artifacts go under ``<home>/mlartifacts``, never beside wherever the command
+    happened to run; a server decides its own artifact root.
+    """
+    import mlflow
+
+    for k, v in TELEMETRY_ENV.items():
+        os.environ.setdefault(k, v)
+    uri = tracking_uri(home)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    artifacts = (Path(home).resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+    return str(client.create_experiment(name, artifact_location=artifacts))
+
+
 @contextmanager
 def tracked_run(
     cfg: TrainConfig,
@@ -122,11 +149,7 @@ def tracked_run(
     for k, v in TELEMETRY_ENV.items():
         os.environ.setdefault(k, v)
     mlflow.set_tracking_uri(tracking_uri(home))
-    if mlflow.get_experiment_by_name(experiment) is None:
-        artifacts = None
-        if tracking_uri(home).startswith("sqlite:"):
-            artifacts = (Path(home).resolve() / "mlartifacts").as_uri()
-        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    ensure_experiment(experiment, home)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=cfg.name, nested=nested, parent_run_id=parent_run_id, tags=tags) as run:
         params = flatten_dict(cfg.to_dict())
