@@ -37,6 +37,7 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -357,6 +358,12 @@ class Gallery:
         with Session(self.engine) as session:
             t = session.get(Template, (student_id, model_version))
             return None if t is None else np.frombuffer(t.embedding, dtype=np.float32).copy()
+
+    def template_count(self, model_version: str) -> int:
+        """How many students have a template for ``model_version`` (a rollout refuses a version without any)."""
+        with Session(self.engine) as session:
+            query = select(func.count()).select_from(Template).where(Template.model_version == model_version)
+            return int(session.scalar(query) or 0)
 
     def reindex(self, embedder: Embedder, *, chunk: int = 256) -> int:
         """Build templates for ``embedder.version`` from the stored crops (before that model takes traffic).
