@@ -548,16 +548,24 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1; 0.0.0.0 in a pod).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default 8080).")] = None,
     db: GalleryUrl = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of /metrics (default 8082, on serve.metrics_host; 0 = a free port).")
+    ] = None,
 ) -> None:
     """Serve the KServe verifier (v2 /v2/models/verifier/infer, v1 :predict), the embed model and the admin API.
 
     Needs FACEGATE_GALLERY_KEYS (crop encryption) and API keys (`facegate keys create`, or FACEGATE_ADMIN_KEY for
-    a bootstrap admin). Logs are JSON lines on stderr; metrics on /metrics.
+    a bootstrap admin). Logs are JSON lines on stderr; Prometheus metrics on their own port (the "starting" log
+    line gives their URL).
     """
     from facegate.logs import configure_json_logging
     from facegate.serve.app import serve as run_server
 
-    settings = _settings(ctx, model=model, **{"serve.host": host, "serve.port": port, "serve.gallery_url": db})
+    settings = _settings(
+        ctx,
+        model=model,
+        **{"serve.host": host, "serve.port": port, "serve.gallery_url": db, "serve.metrics_port": metrics_port},
+    )
     configure_json_logging(settings.log_level)
     run_server(settings)
 
@@ -845,6 +853,63 @@ def rollout_status(namespace: Namespace = "facegate", name: IsvcName = "facegate
     from facegate.rollout.kserve import get_status
 
     typer.echo(json.dumps(get_status(name, namespace).to_dict(), indent=2))
+
+
+pipeline_app = typer.Typer(
+    help="Kubeflow pipelines of pipelines/: compile them, run them locally or on a cluster.", no_args_is_help=True
+)
+app.add_typer(pipeline_app, name="pipeline")
+PipelineName = Annotated[str, typer.Argument(help="Pipeline: a file name in pipelines/ (training, tuning).")]
+
+
+@pipeline_app.command("compile")
+@_errors
+def pipeline_compile(
+    name: PipelineName,
+    out: Annotated[Path | None, typer.Option(help="Output YAML (default: pipelines/NAME.yaml).")] = None,
+) -> None:
+    """Compile a pipeline to the KFP v2 IR YAML (what `python pipelines/NAME.py` writes)."""
+    from facegate.pipeline.runner import compile_pipeline
+
+    typer.echo(f"wrote {compile_pipeline(name, out)}")
+
+
+@pipeline_app.command("run")
+@_errors
+def pipeline_run(
+    ctx: typer.Context,
+    name: PipelineName,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="A pipeline parameter, key=value (value parsed as YAML).")
+    ] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run here with kfp's SubprocessRunner (offline).")] = False,
+    root: Annotated[Path | None, typer.Option(help="--local: where runs go (default <home>/pipelines).")] = None,
+    host: Annotated[str | None, typer.Option(help="KFP API address (default KFP_HOST or in-cluster).")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace.")] = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "facegate",
+) -> None:
+    """Run a pipeline: --local on this machine (MLflow on SQLite, local object store), else on Kubeflow."""
+    import yaml
+
+    from facegate.pipeline.runner import run_local, run_remote
+
+    settings = _settings(ctx)
+    params: dict[str, Any] = {}
+    for item in param or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: expected key=value", param_hint="--param")
+        params[key.strip()] = yaml.safe_load(raw)
+    if local:
+        params.setdefault("train_backend", "local")
+        params.setdefault("rollout_target", "local")
+        run = run_local(name, params, pipeline_root=root or settings.home / "pipelines")
+        typer.echo(f"pipeline {name}: {run.state} in {run.seconds:.0f} s; artifacts under {run.where}")
+        for task, out in run.outputs.items():
+            typer.echo(f"  {task}: " + ", ".join(f"{k} {v}" for k, v in out.items()))
+    else:
+        run = run_remote(name, params, host=host, namespace=namespace, experiment=experiment)
+        typer.echo(f"started {name}: {run.where}")
 
 
 # Third-party telemetry stays off in everything the `facegate` command starts (set by the console entry point,

@@ -1,0 +1,125 @@
+"""The training pipeline: ingest → train → evaluate → export → register → gate → reindex → canary → analysis.
+
+``python pipelines/training.py`` compiles it to ``pipelines/training.yaml`` beside this file (a test checks that
+the committed YAML is what this writes). ``facegate pipeline run training [--local]`` runs it: on a laptop with
+kfp's SubprocessRunner, on the cluster through ``kfp.Client``.
+
+Cluster wiring comes from kfp-kubernetes, never from parameters: object-storage and gallery credentials are
+Kubernetes Secrets exposed as environment variables, the MLflow and gallery addresses a ConfigMap, and the train
+step lands on the V100 workers through a node selector and a toleration.
+"""
+
+import sys
+from pathlib import Path
+
+from kfp import compiler, dsl, kubernetes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `components` when run as a script
+
+from components import steps
+
+NAME = "facegate-training"
+#: A small raw set every facegate image carries is not a thing; the demo and the tests pass their own URI.
+DEFAULT_DATASET = "s3://facegate-datasets/checkin/raw"
+DEFAULT_SETS = [{"name": "holdout", "pairs": "holdout"}]
+# Names shared with manifests/ (the Kubeflow profile namespace holds them).
+ENV_CONFIGMAP = "facegate-pipeline-env"  # MLFLOW_TRACKING_URI, FACEGATE_STORAGE__URL, FACEGATE_S3_ENDPOINT
+SECRETS = {
+    "facegate-s3": {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY"},
+    "facegate-gallery": {"url": "FACEGATE_SERVE__GALLERY_URL", "keys": "FACEGATE_GALLERY_KEYS"},
+}
+GPU_NODE = ("nvidia.com/gpu.product", "Tesla-V100-PCIE-32GB")
+
+
+def _wire(task: dsl.PipelineTask, *, cpu: str = "2", memory: str = "8G", gallery: bool = False) -> dsl.PipelineTask:
+    """Resources, the shared ConfigMap and the Secrets a step needs (only the gallery steps see its key)."""
+    task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    kubernetes.use_config_map_as_env(task, ENV_CONFIGMAP, {k: k for k in ("MLFLOW_TRACKING_URI",)})
+    for name, keys in SECRETS.items():
+        if name != "facegate-gallery" or gallery:
+            kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys)
+    task.set_caching_options(False)  # every step writes to MLflow or the cluster: a cached replay would lie
+    return task
+
+
+@dsl.pipeline(name=NAME, description="Train, evaluate, export and register a face model; canary it if it wins.")
+def training(
+    dataset_uri: str = DEFAULT_DATASET,
+    config: str = "configs/tiny_cpu.yaml",
+    overrides: list = [],  # noqa: B006 (KFP reads defaults from the signature)
+    verification_sets: list = DEFAULT_SETS,
+    target_far: float = 1e-3,
+    gate_margin: float = 0.0,
+    canary_percent: int = 10,
+    holdout_per_identity: int = 2,
+    train_backend: str = "local",
+    rollout_target: str = "cluster",
+) -> None:
+    """The training pipeline (parameters as in the README's Pipelines section)."""
+    on_exit = _wire(steps.record_failure(pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), cpu="1", memory="2G")
+    with dsl.ExitHandler(on_exit, name="facegate-training-run"):
+        ing = _wire(steps.ingest(dataset_uri=dataset_uri, holdout_per_identity=holdout_per_identity), cpu="4")
+        tr = steps.train(config=config, overrides=overrides, backend=train_backend, data=ing.outputs["train_data"])
+        _wire(tr, cpu="8", memory="64G")
+        tr.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        kubernetes.add_node_selector(tr, label_key=GPU_NODE[0], label_value=GPU_NODE[1])
+        kubernetes.add_toleration(tr, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        ev = _wire(
+            steps.evaluate(
+                sets=verification_sets,
+                target_far=target_far,
+                model=tr.outputs["model"],
+                holdout=ing.outputs["holdout_data"],
+            ),
+            cpu="4",
+        )
+        ex = _wire(
+            steps.export(
+                sets=verification_sets,
+                target_far=target_far,
+                model=ev.outputs["evaluated_model"],
+                faces=ing.outputs["train_data"],
+                holdout=ing.outputs["holdout_data"],
+            ),
+            cpu="4",
+            memory="16G",
+        )
+        reg = _wire(
+            steps.register(
+                training=tr.outputs["Output"],
+                evaluation=ev.outputs["Output"],
+                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                model=ex.outputs["exported_model"],
+            ),
+            cpu="1",
+            memory="2G",
+        )
+        gate = _wire(
+            steps.gate(
+                challenger=reg.outputs["Output"],
+                sets=verification_sets,
+                target_far=target_far,
+                margin=gate_margin,
+                holdout=ing.outputs["holdout_data"],
+            ),
+            cpu="4",
+        )
+        with dsl.If(gate.outputs["Output"] == "promote", name="challenger-wins"):
+            rx = _wire(steps.reindex(model=reg.output), gallery=True)
+            can = _wire(steps.canary(model=reg.output, percent=canary_percent, target=rollout_target), gallery=True)
+            can.after(rx)  # templates first: a canary without them is refused anyway
+            an = _wire(
+                steps.analyze_canary(
+                    model=reg.output,
+                    percent=canary_percent,
+                    target=rollout_target,
+                    holdout=ing.outputs["holdout_data"],
+                ),
+                gallery=True,
+            )
+            an.after(can)
+            _wire(steps.finish_rollout(decision=an.outputs["Output"], model=reg.output, target=rollout_target), cpu="1")
+
+
+if __name__ == "__main__":
+    compiler.Compiler().compile(training, str(Path(__file__).with_suffix(".yaml")))
