@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from facegate.errors import ConfigError
 from facegate.utils import atomic_write_text
@@ -92,6 +92,33 @@ class ServeSettings(_Frozen):
     max_verify_pixels: int = Field(24_000_000, gt=0)
     rate_per_minute: float = Field(120.0, gt=0.0)
     rate_burst: int = Field(20, ge=1)
+    #: Prometheus ``/metrics`` listens on its own port, loopback by default (the chart opens it to Prometheus only
+    #: with a NetworkPolicy); port 0 picks a free port (tests).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(8082, ge=0, le=65535)
+    #: Addresses or CIDRs of proxies whose ``X-Forwarded-For`` is believed (empty: nobody's; a comma-separated
+    #: string is accepted from the environment).
+    trusted_proxies: tuple[str, ...] = ()
+    #: Photos larger than this side are decoded downscaled (JPEG draft mode) before detection.
+    max_decode_side: int = Field(1600, ge=64)
+    #: Decoded pixels one request may spend over all its images.
+    max_request_pixels: int = Field(30_000_000, gt=0)
+    #: Inference requests one key may have in flight (more: 429); all keys together (more: 503).
+    max_inflight_per_key: int = Field(2, ge=1)
+    max_inflight: int = Field(32, ge=1)
+    #: Seconds a client may take to send a request's headers, and its body; idle keep-alive connections close after
+    #: ``keepalive_s``. Open connections beyond ``max_connections`` get 503.
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    body_timeout_s: float = Field(30.0, gt=0.0)
+    keepalive_s: float = Field(5.0, gt=0.0)
+    max_connections: int = Field(1000, ge=1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
 
 
 class StorageSettings(_Frozen):

@@ -35,7 +35,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_json_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Route every logger (facegate, KServe, uvicorn) through one JSON handler on stderr."""
+    """Route every logger (facegate, KServe, uvicorn) and Python warnings through one JSON handler on stderr."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -46,3 +46,6 @@ def configure_json_logging(level: str = "INFO", stream: Any = None) -> None:
         lg.handlers[:] = []
         lg.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # the gatekeeper writes one access line per request
+    # Third-party warnings (Pillow's, FastAPI's, ...) become JSON lines too, instead of bare text on stderr.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").propagate = True

@@ -47,10 +47,8 @@ def test_api_keys_hashed_roles_revocation_and_bootstrap(store):
     # Re-creating replaces the key; revoking stops it at once (the cache is cleared).
     again = store.create("kiosk-1")
     assert store.authenticate(kiosk) is None and store.authenticate(again).name == "kiosk-1"
-    assert not store.recently_valid(kiosk + "x") and store.recently_valid(again) and store.recently_valid(BOOTSTRAP)
     assert store.revoke("kiosk-1") and not store.revoke("kiosk-1")
     assert store.authenticate(again) is None
-    assert store.recently_valid(again)  # only a hint for the failed-auth throttle; authenticate still says no
     assert {k["name"]: k["revoked_at"] is not None for k in store.list()} == {"kiosk-1": True, "ops": False}
     with pytest.raises(AuthError):
         store.create("bad name!")

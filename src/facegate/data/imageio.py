@@ -3,6 +3,12 @@
 Size and pixel-count limits are checked *before* any pixel is decoded (Pillow reads only the header in
 ``Image.open``), so a decompression bomb or a 20000x20000 PNG is refused cheaply. EXIF orientation is applied, and
 every mode (grayscale, palette, alpha, 16-bit) comes out as contiguous RGB ``uint8`` of shape ``(H, W, 3)``.
+
+Formats: ingest and evaluate accept what research sets ship (:data:`INGEST_FORMATS`: JPEG, PNG, GIF's first frame,
+PGM/PPM, TIFF, BMP, WebP); the serving endpoints take only :data:`SERVE_FORMATS` (JPEG, PNG), so fewer decoders are
+reachable from a kiosk. A JPEG larger than ``max_side`` is decoded at a reduced scale (libjpeg's DCT scaling, "draft
+mode") and anything still larger is downscaled; a JPEG whose data cannot hold its declared size, or that ends in the
+grey fill libjpeg substitutes for missing data, is refused as truncated.
 """
 
 from __future__ import annotations
@@ -18,7 +24,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facegate.errors import ImageError
 
-__all__ = ["DEFAULT_LIMITS", "ImageLimits", "decode_image", "encode_jpeg", "read_image"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "INGEST_FORMATS",
+    "SERVE_FORMATS",
+    "ImageLimits",
+    "PixelBudget",
+    "decode_image",
+    "encode_jpeg",
+    "read_image",
+]
+
+#: What ingest and evaluate decode: formats cameras, phones and research sets ship (GIF: its first frame; PPM is
+#: Pillow's name for PGM/PPM/PBM). Anything else (PSD, EPS, ICO, ...) is refused as ``unsupported_format``.
+INGEST_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "PPM", "TIFF", "BMP", "WEBP"})
+#: What the serving endpoints decode: a kiosk camera sends JPEG or PNG (MPO is a phone's multi-picture JPEG).
+SERVE_FORMATS = frozenset({"JPEG", "MPO", "PNG"})
 
 
 @dataclass(frozen=True)
@@ -29,18 +50,43 @@ class ImageLimits:
         max_bytes: Largest encoded size accepted.
         max_pixels: Largest width*height accepted (checked from the header, before decoding).
         min_side: Smallest width or height accepted; smaller images cannot hold a usable face.
+        formats: Pillow format names accepted (others: ``unsupported_format``).
+        max_side: When set, larger images come out downscaled to at most this side (JPEGs decoded at a reduced
+            scale, which also cuts decode time and memory); ``None`` keeps full resolution (evaluation).
     """
 
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     min_side: int = 16
+    formats: frozenset[str] = INGEST_FORMATS
+    max_side: int | None = None
 
 
 DEFAULT_LIMITS = ImageLimits()
 
-# Formats a camera, a phone or a dataset plausibly produces. Anything else (PSD, EPS, ICO, ...) is refused: fewer
-# decoders reachable from untrusted input means less attack surface.
-_ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "PPM", "MPO"})
+
+class PixelBudget:
+    """Decoded pixels one request may still spend; :func:`decode_image` charges it before decoding.
+
+    Args:
+        pixels: The budget (decoded width*height summed over a request's images).
+    """
+
+    def __init__(self, pixels: int) -> None:
+        self.total = pixels
+        self.remaining = pixels
+
+    def charge(self, pixels: int, name: str) -> None:
+        """Spend ``pixels``.
+
+        Raises:
+            ImageError: ``too_many_pixels`` when the request's budget would be exceeded.
+        """
+        if pixels > self.remaining:
+            raise ImageError(
+                f"{name}: decoding it would exceed this request's {self.total}-pixel budget", code="too_many_pixels"
+            )
+        self.remaining -= pixels
 
 
 def read_image(path: str | os.PathLike[str], *, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
@@ -74,13 +120,16 @@ def read_image(path: str | os.PathLike[str], *, limits: ImageLimits = DEFAULT_LI
     return decode_image(data, limits=limits, name=str(p))
 
 
-def decode_image(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS, name: str = "<image>") -> np.ndarray:
+def decode_image(
+    data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS, name: str = "<image>", budget: PixelBudget | None = None
+) -> np.ndarray:
     """Decode encoded image bytes into RGB ``uint8``.
 
     Args:
-        data: The encoded bytes (JPEG, PNG, BMP, WebP, TIFF, PPM).
+        data: The encoded bytes (one of ``limits.formats``).
         limits: Size limits checked before decoding.
         name: How to call the image in error messages (a path or an upload name; never its content).
+        budget: The request's decoded-pixel budget, charged with this image's decoded size before decoding.
 
     Returns:
         RGB ``uint8`` array of shape ``(H, W, 3)``, C-contiguous.
@@ -109,8 +158,11 @@ def decode_image(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS, name: str
             raise ImageError(f"{name}: unreadable image header ({type(exc).__name__})") from None
         with img:
             fmt = img.format or "?"
-            if fmt not in _ALLOWED_FORMATS:
-                raise ImageError(f"{name}: image format {fmt} is not accepted", code="unsupported_format")
+            if fmt not in limits.formats:
+                accepted = ", ".join(sorted(limits.formats))
+                raise ImageError(
+                    f"{name}: image format {fmt} is not accepted here (accepted: {accepted})", code="unsupported_format"
+                )
             w, h = img.size
             if w * h > limits.max_pixels:
                 raise ImageError(
@@ -119,13 +171,68 @@ def decode_image(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS, name: str
                 )
             if min(w, h) < limits.min_side:
                 raise ImageError(f"{name}: {w}x{h} is smaller than {limits.min_side} pixels", code="too_small")
+            if fmt in ("JPEG", "MPO"):
+                _check_jpeg_data(img, len(data), name)
+                if limits.max_side is not None and max(w, h) > limits.max_side:
+                    # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly: a 20-megapixel photo costs a fraction of
+                    # the time and memory, and detection never needed those pixels.
+                    scale = limits.max_side / max(w, h)
+                    img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+            dw, dh = img.size
+            if budget is not None:
+                budget.charge(dw * dh, name)
             try:
                 img.load()
                 oriented = ImageOps.exif_transpose(img)
-                return _to_rgb_uint8(oriented)
+                if limits.max_side is not None and max(oriented.size) > limits.max_side:
+                    oriented.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BILINEAR)
+                rgb = _to_rgb_uint8(oriented)
+                if fmt in ("JPEG", "MPO") and _grey_filled(rgb):
+                    raise ImageError(f"{name}: truncated JPEG (its last rows are libjpeg's fill for missing data)")
+                return rgb
             except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
                 # Pillow says "image file is truncated" for a cut JPEG; keep its words, they help the user.
                 raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def _check_jpeg_data(img: Image.Image, size: int, name: str) -> None:
+    """Refuse a JPEG whose file is too small to encode the blocks its header declares.
+
+    Every 8x8 block of a baseline scan costs at least 2 bits (a DC code and an end-of-block code; 1 bit in a
+    progressive DC scan), so a 79 KB file that claims 4000x5000 pixels cannot be whole: libjpeg would decode it
+    with grey fill, at the full cost of 20 megapixels.
+    """
+    layers = getattr(img, "layer", None) or []
+    if not layers:
+        return
+    hmax = max(int(lay[1]) for lay in layers)
+    vmax = max(int(lay[2]) for lay in layers)
+    w, h = img.size
+    mcus = -(-w // (8 * hmax)) * -(-h // (8 * vmax))
+    blocks = mcus * sum(int(lay[1]) * int(lay[2]) for lay in layers)
+    bits = 1 if img.info.get("progressive") or img.info.get("progression") else 2
+    if size * 8 < blocks * bits:
+        raise ImageError(
+            f"{name}: truncated JPEG ({size} bytes cannot encode the {w}x{h} pixels its header declares)",
+            code="bad_image",
+        )
+
+
+def _grey_filled(rgb: np.ndarray) -> bool:
+    """Whether the bottom rows are libjpeg's fill for missing data (exactly RGB 128) under non-uniform content.
+
+    A JPEG cut short and closed with an end-of-image marker decodes without error: libjpeg substitutes zero
+    coefficients, mid-grey, for every missing block. A real photo's bottom band is never exactly uniform 128 while
+    the rest of the image is not; a wholly uniform image (a blank test card) is left alone.
+    """
+    h = rgb.shape[0]
+    band = max(2, h // 64)
+    if h < 2 * band:
+        return False
+    bottom = rgb[h - band :]
+    if not bool((bottom == 128).all()):
+        return False
+    return not bool((rgb == 128).all())
 
 
 def _to_rgb_uint8(img: Image.Image) -> np.ndarray:

@@ -266,6 +266,10 @@ class _SafeUnpickler(pickle.Unpickler):
             ("numpy.core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "bool_"),
+            # Protocol 5 pickles arrays through _frombuffer (insightface's current packing script); numpy 1.x and
+            # 2.x spell its module differently.
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
             ("numpy.core.multiarray", "scalar"),
             ("numpy._core.multiarray", "scalar"),
         }

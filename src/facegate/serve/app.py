@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import logging
 import time
 import uuid
@@ -35,7 +36,7 @@ from starlette.requests import ClientDisconnect
 
 from facegate.config import Settings
 from facegate.errors import FacegateError, ImageError, ModelError
-from facegate.serve.auth import ApiKeyStore, Principal, RateLimiter
+from facegate.serve.auth import ApiKeyStore, Principal, RateLimiter, claimed_key_id
 from facegate.serve.kserve_compat import (
     InvalidInput,
     ModelNotFound,
@@ -46,7 +47,15 @@ from facegate.serve.kserve_compat import (
     register_v2_endpoints,
 )
 from facegate.serve.metrics import HTTP_REQUESTS, REJECTED_REQUESTS
-from facegate.serve.models import PRINCIPAL_HEADER, EmbedModel, Runtime, VerifierModel, build_runtime, student_tag
+from facegate.serve.models import (
+    PRINCIPAL_HEADER,
+    EmbedModel,
+    Runtime,
+    VerifierModel,
+    build_runtime,
+    plain_request_id,
+    student_tag,
+)
 from facegate.serve.protocol import StrictDataPlane
 
 __all__ = ["Gatekeeper", "create_app", "serve"]
@@ -111,8 +120,72 @@ def _log_path(path: str) -> str:
     return path[:200]
 
 
+class _ThrottleLog:
+    """One log line per window for throttled guesses, instead of one per guess (a flood would flood the logs)."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self.started = time.monotonic()
+        self.count = 0
+        self.clients: dict[str, int] = {}
+
+    def add(self, client: str) -> None:
+        """Count one throttled attempt from ``client``."""
+        self.count += 1
+        if client in self.clients or len(self.clients) < 100:
+            self.clients[client] = self.clients.get(client, 0) + 1
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        """Write the window's summary when it has ended (or now, when forced) and there is one."""
+        now = time.monotonic()
+        if not self.count or (not force and now - self.started < self.window_s):
+            if not self.count:
+                self.started = now
+            return
+        top = sorted(self.clients.items(), key=lambda kv: -kv[1])[:5]
+        log.warning(
+            "auth_throttled",
+            extra={"fields": {"count": self.count, "seconds": round(now - self.started, 1),
+                              "clients": len(self.clients), "top_clients": dict(top)}},
+        )  # fmt: skip
+        self.count, self.clients, self.started = 0, {}, now
+
+
+def _networks(specs: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(s, strict=False) for s in specs]
+
+
+def client_address(
+    peer: str, forwarded: bytes | None, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> str:
+    """The client's address: the peer, unless the peer is a trusted proxy and says who it forwards for.
+
+    ``X-Forwarded-For`` is read right to left, skipping trusted proxies; the first other address is the client.
+    With no trusted proxies (the default), forwarded headers are ignored, whoever sends them.
+    """
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr.strip().strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not trusted or forwarded is None or not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in forwarded.decode("latin-1").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop.strip("[]")))
+            except ValueError:
+                return peer  # garbage from a trusted proxy's client: fall back to the proxy itself
+    return peer
+
+
 class Gatekeeper:
-    """Authentication, rate limits, body-size limits and access logging, before the application sees a request.
+    """Authentication, throttling, admission, body-size limits and access logging, before the app sees a request.
 
     Args:
         app: The wrapped ASGI application.
@@ -120,18 +193,37 @@ class Gatekeeper:
         limiter: Per-key rate limiter.
         max_bytes: Body limit of inference routes.
         max_admin_bytes: Body limit of admin routes (enrollment carries several photos).
+        trusted_proxies: Addresses or CIDRs whose ``X-Forwarded-For`` is believed.
+        max_inflight_per_key: Inference requests one key may have in flight (more: 429).
+        max_inflight: Inference requests in flight in all (more: 503).
     """
 
     def __init__(
-        self, app: ASGIApp, keys: ApiKeyStore, limiter: RateLimiter, max_bytes: int, max_admin_bytes: int
+        self,
+        app: ASGIApp,
+        keys: ApiKeyStore,
+        limiter: RateLimiter,
+        max_bytes: int,
+        max_admin_bytes: int,
+        *,
+        trusted_proxies: tuple[str, ...] = (),
+        max_inflight_per_key: int = 2,
+        max_inflight: int = 32,
     ) -> None:
         self.app, self.keys, self.limiter = app, keys, limiter
         #: Set by :func:`create_app`: the inner FastAPI app and the runtime it serves (tests and tools reach in).
         self.fastapi: FastAPI | None = None
         self.runtime: Runtime | None = None
         self.max_bytes, self.max_admin_bytes = max_bytes, max_admin_bytes
-        #: Failed authentications per client address: 30 at once, then 30 a minute.
+        self.trusted = _networks(trusted_proxies)
+        #: Failed authentications per client address (30 at once, then 30 a minute) and per claimed key id (10,
+        #: then 10 a minute). Only failures are throttled: a valid key is checked first and always passes.
         self.failures = RateLimiter(rate_per_minute=30, burst=30)
+        self.key_failures = RateLimiter(rate_per_minute=10, burst=10)
+        self.max_inflight_per_key, self.max_inflight = max_inflight_per_key, max_inflight
+        self.inflight: dict[str, int] = {}
+        self.inflight_total = 0
+        self.throttle_log = _ThrottleLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Gate one ASGI connection."""
@@ -141,11 +233,14 @@ class Gatekeeper:
         t0 = time.perf_counter()
         kind = route_class(scope["path"])
         raw = {k.lower(): v for k, v in scope.get("headers", [])}
-        rid = raw.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        rid = plain_request_id(raw.get(b"x-request-id", b"").decode("latin-1")) or uuid.uuid4().hex
         status_box = [0]
         principal: Principal | None = None
-
+        peer = str((scope.get("client") or ("?", 0))[0])
+        client = client_address(peer, raw.get(b"x-forwarded-for"), self.trusted)
         refused = [False]
+        quiet = [False]  # throttled guesses are summed up by the throttle log, not logged one by one
+        admitted: list[str] = []
 
         async def send_wrapped(message: Message) -> None:
             if refused[0]:
@@ -156,6 +251,9 @@ class Gatekeeper:
             await send(message)
 
         async def respond(resp: Response) -> None:
+            # Refused before the body was read: close the connection after answering, so a client that keeps
+            # streaming (a chunked upload after a 413) cannot hold it open.
+            resp.headers["connection"] = "close"
             await resp(scope, receive, send_wrapped)
 
         try:
@@ -163,8 +261,7 @@ class Gatekeeper:
                 await respond(_error(404, "not supported by this server", "not_supported"))
                 return
             if kind != "open":
-                client = scope.get("client") or ("?", 0)
-                principal = await self._authenticate(raw, kind, respond, str(client[0]))
+                principal = await self._authenticate(raw, kind, respond, client, quiet)
                 if principal is None:
                     return
             limit = self.max_admin_bytes if kind == "admin" else self.max_bytes
@@ -179,6 +276,10 @@ class Gatekeeper:
                     REJECTED_REQUESTS.labels("too_large").inc()
                     await respond(_error(413, f"request body over the {limit}-byte limit", "too_large"))
                     return
+            if kind == "inference" and principal is not None:
+                if not await self._admit(principal.name, respond):
+                    return
+                admitted.append(principal.name)
             internal = (PRINCIPAL_HEADER.encode(), b"x-request-id")  # set below, never taken from the client as is
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in internal]
             if principal is not None:
@@ -209,17 +310,62 @@ class Gatekeeper:
                     raise
                 # The app failed reading a body the gatekeeper cut off (ClientDisconnect): already answered 413.
         finally:
+            for name in admitted:
+                self._release(name)
             status = status_box[0] or 500
             HTTP_REQUESTS.labels(kind, str(status)).inc()
-            access_log.info(
-                "request",
-                extra={"fields": {"request_id": rid, "method": scope.get("method"), "path": _log_path(scope["path"]),
-                                  "status": status, "ms": round((time.perf_counter() - t0) * 1000, 2),
-                                  "principal": principal.name if principal else None}},
-            )  # fmt: skip
+            if quiet[0]:
+                self.throttle_log.add(client)
+            else:
+                self.throttle_log.flush()
+                access_log.info(
+                    "request",
+                    extra={"fields": {"request_id": rid, "method": scope.get("method"),
+                                      "path": _log_path(scope["path"]), "status": status,
+                                      "ms": round((time.perf_counter() - t0) * 1000, 2), "client": client,
+                                      "principal": principal.name if principal else None}},
+                )  # fmt: skip
+
+    async def _admit(self, name: str, respond: Callable[[Response], Awaitable[None]]) -> bool:
+        """Take an in-flight slot for ``name``; answer 429 (this key's share is taken) or 503 (all are) if none.
+
+        Nothing waits here: a refused request is answered at once with ``Retry-After``, so the queue in front of
+        the worker threads stays bounded by ``max_inflight`` and one key can hold at most its share of them.
+        """
+        if self.inflight.get(name, 0) >= self.max_inflight_per_key:
+            REJECTED_REQUESTS.labels("key_busy").inc()
+            await respond(
+                _error(
+                    429,
+                    f"this key already has {self.max_inflight_per_key} requests in flight; retry shortly",
+                    "too_many_inflight",
+                    {"Retry-After": "1"},
+                )
+            )
+            return False
+        if self.inflight_total >= self.max_inflight:
+            REJECTED_REQUESTS.labels("overloaded").inc()
+            await respond(_error(503, "the verifier is at capacity; retry shortly", "overloaded", {"Retry-After": "1"}))
+            return False
+        self.inflight[name] = self.inflight.get(name, 0) + 1
+        self.inflight_total += 1
+        return True
+
+    def _release(self, name: str) -> None:
+        left = self.inflight.get(name, 1) - 1
+        if left > 0:
+            self.inflight[name] = left
+        else:
+            self.inflight.pop(name, None)
+        self.inflight_total -= 1
 
     async def _authenticate(
-        self, raw: dict[bytes, bytes], kind: str, respond: Callable[[Response], Awaitable[None]], client: str
+        self,
+        raw: dict[bytes, bytes],
+        kind: str,
+        respond: Callable[[Response], Awaitable[None]],
+        client: str,
+        quiet: list[bool],
     ) -> Principal | None:
         auth = raw.get(b"authorization", b"").decode("latin-1")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else raw.get(b"x-api-key", b"").decode("latin-1")
@@ -230,24 +376,30 @@ class Gatekeeper:
                 _error(401, "an API key is required (Authorization: Bearer KEY)", "unauthenticated", challenge)
             )
             return None
-        # A client address that keeps presenting bad keys is slowed down before it costs a database lookup. Keys
-        # that authenticated recently still pass: behind an ingress or NAT, every kiosk shares the guesser's address.
-        throttled = self.failures.peek(client)
-        if throttled > 0 and not self.keys.recently_valid(key):
-            REJECTED_REQUESTS.labels("auth_throttled").inc()
-            retry = {"Retry-After": str(max(1, int(throttled + 0.999)))}
-            await respond(_error(429, "too many failed authentications", "rate_limited", retry))
-            return None
         try:
-            # Off the event loop: a cache miss is a database round trip.
-            principal = await asyncio.get_running_loop().run_in_executor(None, self.keys.authenticate, key)
+            # The key table lives in memory; only its periodic re-read touches the database, off the event loop.
+            if self.keys.fresh():
+                principal = self.keys.authenticate(key)
+            else:
+                principal = await asyncio.get_running_loop().run_in_executor(None, self.keys.authenticate, key)
         except Exception:  # the key store (database) is down: say so, without details
             log.exception("API key lookup failed")
             await respond(_error(503, "authentication is unavailable; retry shortly", "auth_unavailable"))
             return None
         if principal is None:
+            # Failures are throttled per address and per claimed key id. A valid key never gets here, so no
+            # client's guessing can lock out another kiosk, whatever address they share.
+            kid = claimed_key_id(key)
+            wait = self.failures.acquire(client)
+            if kid is not None:
+                wait = max(wait, self.key_failures.acquire(kid))
+            if wait > 0:
+                REJECTED_REQUESTS.labels("auth_throttled").inc()
+                quiet[0] = True
+                retry = {"Retry-After": str(max(1, int(wait + 0.999)))}
+                await respond(_error(429, "too many failed authentications", "rate_limited", retry))
+                return None
             REJECTED_REQUESTS.labels("bad_key").inc()
-            self.failures.acquire(client)
             await respond(_error(401, "invalid or revoked API key", "unauthenticated", challenge))
             return None
         if kind == "admin" and principal.role != "admin":
@@ -393,9 +545,26 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal)
 
 
-async def _metrics(request: Request) -> Response:
-    encoder, content_type = exposition.choose_encoder(request.headers.get("accept", ""))
-    return Response(content=encoder(REGISTRY), headers={"content-type": content_type})
+def start_metrics_server(settings: Settings) -> tuple[str, Callable[[], None]]:
+    """Serve Prometheus ``/metrics`` on ``serve.metrics_host:serve.metrics_port`` in a daemon thread.
+
+    Not on the API port: the metrics need no key, so they get their own listener, on loopback unless configured
+    otherwise (the chart binds 0.0.0.0 and a NetworkPolicy admits only Prometheus).
+
+    Returns:
+        The metrics URL (with the port actually bound, when port 0 asked for a free one) and a function that stops
+        the listener.
+    """
+    sv = settings.serve
+    httpd, thread = exposition.start_wsgi_server(sv.metrics_port, addr=sv.metrics_host, registry=REGISTRY)
+    host = sv.metrics_host if ":" not in sv.metrics_host else f"[{sv.metrics_host}]"
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+    return f"http://{host}:{httpd.server_port}/metrics", stop
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyStore | None = None) -> Gatekeeper:
@@ -434,40 +603,88 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     dataplane = StrictDataPlane(model_registry=repo)
     extension = ModelRepositoryExtension(model_registry=repo)
     app.add_api_route("/", dataplane.live, methods=["GET"])
-    app.add_api_route("/metrics", _metrics, methods=["GET"])
     register_v1_endpoints(app, dataplane, extension)
     register_v2_endpoints(app, dataplane, extension)
     app.include_router(_admin_router(rt, store))
     _install_error_handlers(app)
     sv = settings.serve
     gate = Gatekeeper(
-        app, store, RateLimiter(sv.rate_per_minute, sv.rate_burst), sv.max_request_bytes, sv.max_admin_request_bytes
+        app,
+        store,
+        RateLimiter(sv.rate_per_minute, sv.rate_burst),
+        sv.max_request_bytes,
+        sv.max_admin_request_bytes,
+        trusted_proxies=sv.trusted_proxies,
+        max_inflight_per_key=sv.max_inflight_per_key,
+        max_inflight=sv.max_inflight,
     )
     gate.fastapi, gate.runtime = app, rt
     return gate
 
 
-def serve(settings: Settings, model: str | None = None) -> None:
-    """Run the service with uvicorn on ``serve.host:serve.port`` until SIGINT/SIGTERM.
+def uvicorn_config(settings: Settings, app: ASGIApp) -> Any:
+    """The uvicorn configuration of the service: timeouts, connection cap, and no forwarded-header trust.
 
-    Binds 127.0.0.1 by default; in a pod, set ``serve.host=0.0.0.0`` (the chart does).
+    uvicorn believes ``X-Forwarded-For`` from 127.0.0.1 by default; here it believes nobody, and the gatekeeper
+    reads the header only from ``serve.trusted_proxies``.
     """
     import uvicorn
 
-    rt = build_runtime(settings, model)
-    app = create_app(settings, rt)
-    log.info(
-        "starting",
-        extra={"fields": {"host": settings.serve.host, "port": settings.serve.port, "model": rt.embedder.name,
-                          "model_version": rt.embedder.version, "threshold": rt.threshold}},
-    )  # fmt: skip
-    config = uvicorn.Config(
+    from facegate.serve.timeouts import guarded_h11
+
+    sv = settings.serve
+    return uvicorn.Config(
         app,
-        host=settings.serve.host,
-        port=settings.serve.port,
+        host=sv.host,
+        port=sv.port,
+        http=guarded_h11(sv.header_timeout_s, sv.body_timeout_s),
+        proxy_headers=False,
+        forwarded_allow_ips="",
+        timeout_keep_alive=int(max(1, round(sv.keepalive_s))),
+        limit_concurrency=sv.max_connections,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+
+
+def _limit_malloc_arenas() -> None:
+    """Fewer glibc malloc arenas: each decode thread otherwise keeps its own, and freed image buffers stay mapped.
+
+    Best effort (glibc only), before the worker threads start.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+def serve(settings: Settings, model: str | None = None) -> None:
+    """Run the service with uvicorn on ``serve.host:serve.port`` until SIGINT/SIGTERM, metrics on their own port.
+
+    Binds 127.0.0.1 by default; in a pod, set ``serve.host=0.0.0.0`` (the chart does).
+    """
+    import uvicorn
+
+    _limit_malloc_arenas()
+    rt = build_runtime(settings, model)
+    app = create_app(settings, rt)
+    metrics_url, stop_metrics = start_metrics_server(settings)
+    log.info(
+        "starting",
+        extra={"fields": {"host": settings.serve.host, "port": settings.serve.port, "model": rt.embedder.name,
+                          "model_version": rt.embedder.version, "threshold": rt.threshold,
+                          "metrics_url": metrics_url}},
+    )  # fmt: skip
+    try:
+        uvicorn.Server(uvicorn_config(settings, app)).run()
+    finally:
+        stop_metrics()

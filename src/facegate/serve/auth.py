@@ -1,9 +1,11 @@
 """API keys and rate limits for the verifier service.
 
-- **Keys** are 256-bit random tokens (``fgk_...``) shown once at creation and stored as their SHA-256 in the
-  gallery database (``api_keys`` table), one per kiosk or administrator name. A random key of that entropy needs no
-  slow password hash; the stored digest is useless to whoever reads the table. Lookups are cached for a few seconds
-  so a verify costs no database round trip, which bounds how long a revoked key keeps working.
+- **Keys** read ``fgk_<key id>.<secret>``: a 64-bit key id (not secret) and a 256-bit random secret, shown once at
+  creation and stored as the SHA-256 of the whole key in the gallery database (``api_keys`` table), one per kiosk
+  or administrator name. A random key of that entropy needs no slow password hash; the stored digest is useless to
+  whoever reads the table. The active digests are held in memory and re-read every few seconds, so checking any
+  key costs no database round trip, and that re-read bounds how long a revoked key keeps working. Keys issued
+  before key ids existed (``fgk_<secret>``) keep working.
 - **Roles**: ``kiosk`` may verify and embed; ``admin`` may also enroll, delete, list, reindex and read the audit log.
   ``FACEGATE_ADMIN_KEY`` (a Kubernetes Secret in the cluster) adds one bootstrap admin key that lives nowhere else.
 - **Rate limits**: a token bucket per key name, so one misbehaving kiosk cannot starve the others.
@@ -21,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import create_engine, select
@@ -31,12 +32,13 @@ from sqlalchemy.orm import Session
 from facegate.errors import FacegateError
 from facegate.serve.gallery import ApiKey
 
-__all__ = ["ADMIN_KEY_ENV", "ApiKeyStore", "AuthError", "Principal", "RateLimiter", "hash_key"]
+__all__ = ["ADMIN_KEY_ENV", "ApiKeyStore", "AuthError", "Principal", "RateLimiter", "claimed_key_id", "hash_key"]
 
 ADMIN_KEY_ENV = "FACEGATE_ADMIN_KEY"
 KEY_PREFIX = "fgk_"
 Role = Literal["kiosk", "admin"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class AuthError(FacegateError):
@@ -61,22 +63,34 @@ def hash_key(key: str) -> str:
 class ApiKeyStore:
     """API keys in the gallery database.
 
+    Every active key's digest is held in memory and the table is re-read at most every ``cache_ttl_s``, so
+    authenticating any key, good or bad, costs a dictionary lookup and not a database round trip. A valid key
+    therefore never needs protecting from other clients' failures: it is checked first, always, on every replica
+    and right after a restart.
+
     Args:
         engine: The gallery's SQLAlchemy engine (its ``api_keys`` table).
-        cache_ttl_s: How long a lookup result is trusted; a revoked key stops working within this time.
+        cache_ttl_s: How often the key table is re-read; a revoked key stops working within this time.
         env: Environment holding ``FACEGATE_ADMIN_KEY`` (``os.environ`` by default).
+        stale_limit_s: How long the last good copy of the table is used while the database cannot be read.
     """
 
-    def __init__(self, engine: Engine, *, cache_ttl_s: float = 5.0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        cache_ttl_s: float = 5.0,
+        env: dict[str, str] | None = None,
+        stale_limit_s: float = 60.0,
+    ) -> None:
         self.engine = engine
         ApiKey.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
         self.cache_ttl_s = cache_ttl_s
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
-        self._misses: dict[str, tuple[float, Principal | None]] = {}
-        # Digests of keys that authenticated recently (-> when). Only consulted while a client address is throttled
-        # for failed attempts: kiosks behind the same proxy or NAT as a guesser keep working.
-        self._good: dict[str, float] = {}
+        self.stale_limit_s = stale_limit_s
+        self._table: dict[str, Principal] = {}
+        self._loaded_at: float | None = None
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         bootstrap = (env if env is not None else os.environ).get(ADMIN_KEY_ENV, "")
         # Only the digest is kept: the key itself is not held in memory longer than this constructor.
         self._bootstrap = hash_key(bootstrap) if bootstrap else None
@@ -84,17 +98,22 @@ class ApiKeyStore:
     @classmethod
     def from_url(cls, url: str) -> ApiKeyStore:
         """A store on the gallery database at ``url`` (no gallery encryption key needed)."""
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        from facegate.serve.gallery import prepare_sqlite_path
+
+        prepare_sqlite_path(url)
         return cls(create_engine(url, future=True, hide_parameters=True))
 
     def create(self, name: str, role: Role = "kiosk") -> str:
-        """Create (or replace) the key for ``name``; returns the key, which is never stored or shown again."""
+        """Create (or replace) the key for ``name``; returns the key, which is never stored or shown again.
+
+        Keys read ``fgk_<key id>.<secret>``: the key id (16 hex digits) is not secret and lets the gatekeeper
+        count failed guesses per claimed key as well as per address.
+        """
         if not _NAME.match(name):
             raise AuthError("key name must be 1-64 letters, digits, '.', '_' or '-'", code="bad_key_name")
         if role not in ("kiosk", "admin"):
             raise AuthError("role must be 'kiosk' or 'admin'", code="bad_role")
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = f"{KEY_PREFIX}{secrets.token_hex(8)}.{secrets.token_urlsafe(32)}"
         with Session(self.engine) as session, session.begin():
             row = session.get(ApiKey, name)
             if row is None:
@@ -128,49 +147,45 @@ class ApiKeyStore:
                 for r in session.scalars(select(ApiKey).order_by(ApiKey.name))
             ]
 
-    def recently_valid(self, key: str | None, within_s: float = 3600.0) -> bool:
-        """Whether ``key`` authenticated in the last ``within_s`` seconds (no database lookup).
-
-        A ``True`` is not an authentication: the caller still calls :meth:`authenticate`, which honours revocation.
-        """
-        digest = self._digest(key)
-        if digest is None:
-            return False
-        if self._is_bootstrap(digest):
-            return True
-        with self._lock:
-            seen = self._good.get(digest)
-        return seen is not None and time.monotonic() - seen < within_s
+    def fresh(self) -> bool:
+        """Whether :meth:`authenticate` can answer from memory right now (no database read due)."""
+        loaded = self._loaded_at
+        return loaded is not None and time.monotonic() - loaded < self.cache_ttl_s
 
     def authenticate(self, key: str | None) -> Principal | None:
-        """The principal for a presented key, or ``None`` when it is missing, unknown or revoked."""
+        """The principal for a presented key, or ``None`` when it is missing, unknown or revoked.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: If the key table cannot be read and the last copy is too old.
+        """
         digest = self._digest(key)
         if digest is None:
             return None
         if self._is_bootstrap(digest):
             return Principal("admin", "admin")
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest) or self._misses.get(digest)
-        if hit is not None and now - hit[0] < self.cache_ttl_s:
-            return hit[1]
-        with Session(self.engine) as session:
-            row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
-            principal = (
-                Principal(row.name, "admin" if row.role == "admin" else "kiosk")
-                if row is not None and row.revoked_at is None
-                else None
-            )
-        with self._lock:
-            cache = self._cache if principal is not None else self._misses
-            if len(cache) > 10_000:  # misses have their own bound, so guessing cannot evict the valid keys
-                cache.clear()
-            cache[digest] = (now, principal)
-            if principal is not None:
-                if len(self._good) > 10_000:
-                    self._good.clear()
-                self._good[digest] = now
-        return principal
+        return self._snapshot().get(digest)
+
+    def _snapshot(self) -> dict[str, Principal]:
+        """The digest -> principal table, re-read when older than the TTL (one reader at a time)."""
+        if self.fresh():
+            return self._table
+        with self._refresh_lock:
+            if self.fresh():  # another thread refreshed while this one waited
+                return self._table
+            try:
+                with Session(self.engine) as session:
+                    rows = session.execute(
+                        select(ApiKey.key_hash, ApiKey.name, ApiKey.role).where(ApiKey.revoked_at.is_(None))
+                    ).all()
+            except Exception:
+                loaded = self._loaded_at
+                if loaded is not None and time.monotonic() - loaded < self.stale_limit_s:
+                    return self._table  # a database blip: keep serving with the last copy for a while
+                raise
+            table = {h: Principal(n, "admin" if r == "admin" else "kiosk") for h, n, r in rows}
+            with self._lock:
+                self._table, self._loaded_at = table, time.monotonic()
+            return table
 
     @staticmethod
     def _digest(key: str | None) -> str | None:
@@ -182,8 +197,18 @@ class ApiKeyStore:
 
     def _clear(self) -> None:
         with self._lock:
-            self._cache.clear()
-            self._misses.clear()
+            self._loaded_at = None
+
+
+def claimed_key_id(key: str) -> str | None:
+    """The key id a presented key claims (``fgk_<id>.<secret>``), or ``None`` for another shape.
+
+    Only for counting failures per claimed key: it authenticates nothing.
+    """
+    if not key.startswith(KEY_PREFIX) or "." not in key:
+        return None
+    kid = key[len(KEY_PREFIX) :].partition(".")[0]
+    return kid if _KEY_ID.fullmatch(kid) else None
 
 
 class RateLimiter:
@@ -195,12 +220,19 @@ class RateLimiter:
         clock: Time source (tests pass a fake one).
     """
 
-    def __init__(self, rate_per_minute: float, burst: int, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        rate_per_minute: float,
+        burst: int,
+        clock: Callable[[], float] | None = None,
+        max_names: int = 100_000,
+    ) -> None:
         self.rate = rate_per_minute / 60.0
         self.burst = float(burst)
         self._clock = clock or time.monotonic
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self.max_names = max_names
 
     def peek(self, name: str) -> float:
         """Seconds until ``name`` would get a token (0 when one is available), without taking it."""
@@ -216,8 +248,21 @@ class RateLimiter:
         with self._lock:
             tokens, last = self._buckets.get(name, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if len(self._buckets) >= self.max_names and name not in self._buckets:
+                self._prune(now)
             if tokens >= 1.0:
                 self._buckets[name] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[name] = (tokens, now)
             return (1.0 - tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that have refilled (they hold no state); if all are busy, forget them all.
+
+        Names can come from clients (addresses, claimed key ids), so the table must not grow without bound.
+        """
+        full = [n for n, (t, last) in self._buckets.items() if t + (now - last) * self.rate >= self.burst]
+        for n in full:
+            del self._buckets[n]
+        if len(self._buckets) >= self.max_names:
+            self._buckets.clear()

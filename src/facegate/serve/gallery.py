@@ -206,6 +206,31 @@ def check_student_id(student_id: str) -> str:
     return student_id
 
 
+def prepare_sqlite_path(url: str) -> None:
+    """For a SQLite URL: a 0700 folder and a 0600 database file, before SQLite creates anything.
+
+    SQLite gives ``-wal`` and ``-shm`` the database file's mode, so creating the file 0600 first covers all three.
+    Existing files are tightened too. A shared folder (sticky, like /tmp) is left as it is: it is not ours.
+    """
+    if not url.startswith("sqlite:///"):
+        return
+    raw = url.removeprefix("sqlite:///").partition("?")[0]
+    if not raw or raw == ":memory:":
+        return
+    db = Path(raw)
+    folder = db.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = folder.stat()
+    if not st.st_mode & 0o1000 and st.st_uid == os.getuid() and st.st_mode & 0o077:
+        folder.chmod(0o700)
+    fd = os.open(db, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal")):
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 class Gallery:
     """The enrollment gallery.
 
@@ -216,8 +241,7 @@ class Gallery:
 
     def __init__(self, url: str, keys: KeyRing | None = None) -> None:
         self.keys = keys or KeyRing.from_env()
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_path(url)
         # hide_parameters: a database error must not print student ids, templates or ciphertext into a log.
         self.engine: Engine = create_engine(url, future=True, hide_parameters=True)
         if self.engine.dialect.name == "sqlite":

@@ -8,6 +8,7 @@ import time
 from types import TracebackType
 from typing import Any
 
+from facegate.config import Settings
 from facegate.errors import FacegateError
 
 __all__ = ["LocalServer"]
@@ -19,16 +20,23 @@ class LocalServer:
     Args:
         app: The application (``facegate.serve.app.create_app(...)``).
         start_timeout_s: How long to wait for the server to accept connections.
+        settings: When given, uvicorn runs with the service's own configuration (read timeouts, connection cap).
     """
 
-    def __init__(self, app: Any, start_timeout_s: float = 30.0) -> None:
+    def __init__(self, app: Any, start_timeout_s: float = 30.0, settings: Settings | None = None) -> None:
         import uvicorn
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False)
+        if settings is not None:  # exactly what `facegate serve` runs (timeouts, limits), on loopback
+            from facegate.serve.app import uvicorn_config
+
+            serve = settings.serve.model_copy(update={"host": "127.0.0.1", "port": self.port})
+            config = uvicorn_config(settings.model_copy(update={"serve": serve}), app)
+        else:
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="facegate-local-server", daemon=True)
         self._timeout = start_timeout_s

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the verifier, exposed on ``/metrics`` beside KServe's own.
+"""Prometheus metrics of the verifier, served on their own port (`serve.metrics_port`) beside KServe's own.
 
 Useful queries: the no-face rate is
 ``sum(rate(facegate_decisions_total{reason="no_face"}[5m])) / sum(rate(facegate_decisions_total[5m]))``; the

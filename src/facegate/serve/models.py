@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from facegate.config import Settings
-from facegate.data.imageio import ImageLimits, decode_image
+from facegate.data.imageio import SERVE_FORMATS, ImageLimits, PixelBudget, decode_image
 from facegate.errors import FaceError, FacegateError
 from facegate.faces.pipeline import AlignMode, FaceAligner, aligner_from_settings, limits_from_settings
 from facegate.models.base import Embedder, load_embedder
@@ -44,7 +44,15 @@ from facegate.serve.kserve_compat import InferOutput, InferRequest, InferRespons
 from facegate.serve.metrics import DECISIONS, SCORES, STAGE_SECONDS
 from facegate.serve.protocol import BadRequestError, bytes_values, element_bytes
 
-__all__ = ["PRINCIPAL_HEADER", "EmbedModel", "Runtime", "UnknownStudentError", "VerifierModel", "build_runtime"]
+__all__ = [
+    "PRINCIPAL_HEADER",
+    "EmbedModel",
+    "Runtime",
+    "UnknownStudentError",
+    "VerifierModel",
+    "build_runtime",
+    "plain_request_id",
+]
 
 log = logging.getLogger("facegate.serve")
 
@@ -143,6 +151,8 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         base,
         max_bytes=min(base.max_bytes, sv.max_admin_request_bytes),
         max_pixels=min(base.max_pixels, sv.max_verify_pixels),
+        formats=SERVE_FORMATS,  # kiosks send JPEG or PNG: no other decoder is reachable from the network
+        max_side=sv.max_decode_side,
     )
     return Runtime(
         settings=settings,
@@ -194,11 +204,15 @@ def _principal(headers: dict[str, str] | None) -> str:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def plain_request_id(value: str | None) -> str | None:
+    """``value`` when it is a plain token of at most 128 characters (safe to echo and log), else ``None``."""
+    return value if value and _REQUEST_ID.fullmatch(value) else None
+
+
 def _request_id(payload: Any, headers: dict[str, str] | None) -> str:
     """The client's request id when it is a plain token, else a fresh one: it is echoed and written to logs."""
     rid = payload.id if isinstance(payload, InferRequest) else None
-    rid = rid or (headers or {}).get("x-request-id")
-    return rid if rid and _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
+    return plain_request_id(rid) or plain_request_id((headers or {}).get("x-request-id")) or uuid.uuid4().hex
 
 
 @dataclass
@@ -233,9 +247,9 @@ class _FacegateModel(Model):  # type: ignore[misc]
     def validate(self, payload: Any) -> Any:
         return payload
 
-    def _image(self, data: bytes, name: str) -> np.ndarray:
+    def _image(self, data: bytes, name: str, budget: PixelBudget | None = None) -> np.ndarray:
         t0 = time.perf_counter()
-        image = decode_image(data, limits=self.runtime.limits, name=name)
+        image = decode_image(data, limits=self.runtime.limits, name=name, budget=budget)
         STAGE_SECONDS.labels("decode", self.runtime.embedder.name).observe(time.perf_counter() - t0)
         return image
 
@@ -250,6 +264,11 @@ class _FacegateModel(Model):  # type: ignore[misc]
 def _inputs(payload: Any, names: tuple[str, ...]) -> tuple[str, dict[str, list[bytes]]]:
     """``(protocol, {name: [bytes, ...]})`` from a v2 InferRequest or a v1 ``{"instances": [...]}`` body."""
     if isinstance(payload, InferRequest):
+        seen = [i.name for i in payload.inputs]
+        dupes = sorted({n for n in seen if seen.count(n) > 1})
+        if dupes:
+            # Two inputs of one name would leave the request ambiguous (which student_id?): refuse, never pick.
+            raise BadRequestError(f"input(s) {dupes} given more than once", code="duplicate_input")
         by_name = {i.name: i for i in payload.inputs}
         missing = [n for n in names if n not in by_name]
         if missing:
@@ -277,6 +296,20 @@ def _inputs(payload: Any, names: tuple[str, ...]) -> tuple[str, dict[str, list[b
 class VerifierModel(_FacegateModel):
     """1:1 verification of a check-in photo against the student's enrolled template."""
 
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """The inputs, as model metadata declares them (Triton clients discover the model from this)."""
+        return [
+            {"name": "image", "datatype": "BYTES", "shape": [1]},
+            {"name": "student_id", "datatype": "BYTES", "shape": [1]},
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """The outputs, as model metadata declares them."""
+        texts = ("decision", "model_version", "reason", "message")
+        return [{"name": n, "datatype": "BYTES", "shape": [1]} for n in texts] + [
+            {"name": n, "datatype": "FP32", "shape": [1]} for n in ("score", "threshold")
+        ]
+
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Check:
         """Parse, look the template up, decode and align (a face problem becomes a ``retry`` decision)."""
         started = time.perf_counter()
@@ -292,6 +325,18 @@ class VerifierModel(_FacegateModel):
         rt = self.runtime
         version = rt.embedder.version
         kiosk, rid = _principal(headers), _request_id(payload, headers)
+        # The image is decoded and its face looked for *before* the template lookup, so a bad image gets the same
+        # answer, after the same work, whether or not the student is enrolled: no cheap enrollment oracle.
+        budget = PixelBudget(rt.settings.serve.max_request_pixels)
+        image = await rt.run(self._image, values["image"][0], "image", budget)
+        face: np.ndarray | None = None
+        reason, message = None, ""
+        try:
+            face = await rt.run(self._align, image, "always")
+        except FaceError as exc:
+            reason = "low_quality" if exc.code in LOW_QUALITY else exc.code
+            message = exc.message
+        del image
         template = await rt.run(rt.gallery.template, student_id, version)
         if template is None:
             DECISIONS.labels("reject", "unknown_student", version).inc()
@@ -302,14 +347,7 @@ class VerifierModel(_FacegateModel):
                                   "decision": "reject", "reason": "unknown_student", "model_version": version}},
             )  # fmt: skip
             raise UnknownStudentError(f"no enrolled template for this student and model version {version}")
-        check = _Check(protocol, rid, kiosk, student_id, template, started)
-        image = await rt.run(self._image, values["image"][0], "image")
-        try:
-            check.face = await rt.run(self._align, image, "always")
-        except FaceError as exc:
-            check.reason = "low_quality" if exc.code in LOW_QUALITY else exc.code
-            check.message = exc.message
-        return check
+        return _Check(protocol, rid, kiosk, student_id, template, started, face, reason=reason, message=message)
 
     async def predict(self, check: _Check, headers: dict[str, str] | None = None) -> _Check:
         """Embed the aligned face through the micro-batcher."""
@@ -374,6 +412,17 @@ class _Batch:
 class EmbedModel(_FacegateModel):
     """Images in, unit-norm embeddings out (batch enrollment, offline evaluation, gallery tooling)."""
 
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """The inputs, as model metadata declares them (``-1``: 1 to 64 images)."""
+        return [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """The outputs, as model metadata declares them."""
+        return [
+            {"name": "embedding", "datatype": "FP32", "shape": [-1, self.runtime.embedder.embedding_size]},
+            {"name": "model_version", "datatype": "BYTES", "shape": [1]},
+        ]
+
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Batch:
         """Decode and align every image (any failure names the image's index)."""
         protocol, values = _inputs(payload, ("image",))
@@ -381,13 +430,15 @@ class EmbedModel(_FacegateModel):
         if not 1 <= len(images) <= MAX_EMBED_IMAGES:
             raise BadRequestError(f"embed takes 1-{MAX_EMBED_IMAGES} images per request", code="bad_shape")
 
+        budget = PixelBudget(self.runtime.settings.serve.max_request_pixels)
+
         def prepare_all() -> np.ndarray:
             # One thread, stopping at the first bad image: a 64-image request must not occupy every preprocess
-            # thread that kiosks' verifications need.
+            # thread that kiosks' verifications need. The pixel budget bounds the work one request can ask for.
             faces = []
             for i, data in enumerate(images):
                 try:
-                    faces.append(self._align(self._image(data, f"image {i}"), "auto"))
+                    faces.append(self._align(self._image(data, f"image {i}", budget), "auto"))
                 except FacegateError as exc:
                     raise type(exc)(f"image {i}: {exc.message}", code=exc.code) from None
             return np.stack(faces)

@@ -135,6 +135,16 @@ class StrictDataPlane(DataPlane):  # type: ignore[misc]
         except Exception as exc:  # anything a client's JSON can provoke while parsing is the client's error
             raise InvalidInput(f"malformed inference request ({type(exc).__name__})") from None
 
+    def metadata(self) -> dict[str, Any]:
+        """Server metadata, advertising only the extensions this server implements.
+
+        KServe advertises the model repository extension, whose routes facegate answers with 404 (an admin must not
+        unload the verifier while readiness stays green); the binary tensor extension is served (see
+        :func:`parse_binary_request`).
+        """
+        meta: dict[str, Any] = super().metadata()
+        return {**meta, "extensions": ["binary_tensor_data"]}
+
     def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
         """KServe's decode, with any parsing failure reported as ``InvalidInput`` (400)."""
         try:
