@@ -65,6 +65,14 @@ def tune(
 
 
 @component
+def best_config_text(best_config: Input[Dataset]) -> str:
+    """The tuned config as text, the training step's `config` parameter."""
+    from facegate.pipeline.steps import config_text_step
+
+    return config_text_step(best_config.path)
+
+
+@component
 def evaluate(
     sets: list,
     target_far: float,

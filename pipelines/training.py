@@ -23,7 +23,8 @@ NAME = "facegate-training"
 DEFAULT_DATASET = "s3://facegate-datasets/checkin/raw"
 DEFAULT_SETS = [{"name": "holdout", "pairs": "holdout"}]
 # Names shared with manifests/ (the Kubeflow profile namespace holds them).
-ENV_CONFIGMAP = "facegate-pipeline-env"  # MLFLOW_TRACKING_URI, FACEGATE_STORAGE__URL, FACEGATE_S3_ENDPOINT
+ENV_CONFIGMAP = "facegate-pipeline-env"
+ENV_KEYS = ("MLFLOW_TRACKING_URI", "FACEGATE_STORAGE__URL", "FACEGATE_S3_ENDPOINT")
 SECRETS = {
     "facegate-s3": {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY"},
     "facegate-gallery": {"url": "FACEGATE_SERVE__GALLERY_URL", "keys": "FACEGATE_GALLERY_KEYS"},
@@ -31,13 +32,22 @@ SECRETS = {
 GPU_NODE = ("nvidia.com/gpu.product", "Tesla-V100-PCIE-32GB")
 
 
-def _wire(task: dsl.PipelineTask, *, cpu: str = "2", memory: str = "8G", gallery: bool = False) -> dsl.PipelineTask:
-    """Resources, the shared ConfigMap and the Secrets a step needs (only the gallery steps see its key)."""
+def wire(
+    task: dsl.PipelineTask, *, cpu: str = "2", memory: str = "8G", gallery: bool = False, gpu: bool = False
+) -> dsl.PipelineTask:
+    """Resources, the shared ConfigMap and the Secrets a step needs (only the gallery steps see its key).
+
+    A ``gpu`` step asks for one GPU and lands on the V100 workers (node selector + the GPU taint's toleration).
+    """
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
-    kubernetes.use_config_map_as_env(task, ENV_CONFIGMAP, {k: k for k in ("MLFLOW_TRACKING_URI",)})
+    kubernetes.use_config_map_as_env(task, ENV_CONFIGMAP, {k: k for k in ENV_KEYS})
     for name, keys in SECRETS.items():
         if name != "facegate-gallery" or gallery:
             kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys)
+    if gpu:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        kubernetes.add_node_selector(task, label_key=GPU_NODE[0], label_value=GPU_NODE[1])
+        kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
     task.set_caching_options(False)  # every step writes to MLflow or the cluster: a cached replay would lie
     return task
 
@@ -56,15 +66,12 @@ def training(
     rollout_target: str = "cluster",
 ) -> None:
     """The training pipeline (parameters as in the README's Pipelines section)."""
-    on_exit = _wire(steps.record_failure(pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), cpu="1", memory="2G")
+    on_exit = wire(steps.record_failure(pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), cpu="1", memory="2G")
     with dsl.ExitHandler(on_exit, name="facegate-training-run"):
-        ing = _wire(steps.ingest(dataset_uri=dataset_uri, holdout_per_identity=holdout_per_identity), cpu="4")
+        ing = wire(steps.ingest(dataset_uri=dataset_uri, holdout_per_identity=holdout_per_identity), cpu="4")
         tr = steps.train(config=config, overrides=overrides, backend=train_backend, data=ing.outputs["train_data"])
-        _wire(tr, cpu="8", memory="64G")
-        tr.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-        kubernetes.add_node_selector(tr, label_key=GPU_NODE[0], label_value=GPU_NODE[1])
-        kubernetes.add_toleration(tr, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-        ev = _wire(
+        wire(tr, cpu="8", memory="64G", gpu=True)
+        ev = wire(
             steps.evaluate(
                 sets=verification_sets,
                 target_far=target_far,
@@ -73,7 +80,7 @@ def training(
             ),
             cpu="4",
         )
-        ex = _wire(
+        ex = wire(
             steps.export(
                 sets=verification_sets,
                 target_far=target_far,
@@ -84,7 +91,7 @@ def training(
             cpu="4",
             memory="16G",
         )
-        reg = _wire(
+        reg = wire(
             steps.register(
                 training=tr.outputs["Output"],
                 evaluation=ev.outputs["Output"],
@@ -94,7 +101,7 @@ def training(
             cpu="1",
             memory="2G",
         )
-        gate = _wire(
+        gate = wire(
             steps.gate(
                 challenger=reg.outputs["Output"],
                 sets=verification_sets,
@@ -105,10 +112,10 @@ def training(
             cpu="4",
         )
         with dsl.If(gate.outputs["Output"] == "promote", name="challenger-wins"):
-            rx = _wire(steps.reindex(model=reg.output), gallery=True)
-            can = _wire(steps.canary(model=reg.output, percent=canary_percent, target=rollout_target), gallery=True)
+            rx = wire(steps.reindex(model=reg.output), gallery=True)
+            can = wire(steps.canary(model=reg.output, percent=canary_percent, target=rollout_target), gallery=True)
             can.after(rx)  # templates first: a canary without them is refused anyway
-            an = _wire(
+            an = wire(
                 steps.analyze_canary(
                     model=reg.output,
                     percent=canary_percent,
@@ -118,7 +125,7 @@ def training(
                 gallery=True,
             )
             an.after(can)
-            _wire(steps.finish_rollout(decision=an.outputs["Output"], model=reg.output, target=rollout_target), cpu="1")
+            wire(steps.finish_rollout(decision=an.outputs["Output"], model=reg.output, target=rollout_target), cpu="1")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from facegate.errors import DataError, FacegateError
 __all__ = [
     "analyze_canary_step",
     "canary_step",
+    "config_text_step",
     "evaluate_step",
     "export_step",
     "finish_rollout_step",
@@ -314,6 +315,21 @@ def tune_step(
     _log(metrics, {"best_accuracy": best_acc, "trials": n})
     _say(f"tune: best validation accuracy {best_acc:.4f} over {n} trials")
     return dict(_plain({"best_accuracy": best_acc, "trials": n, "best_config": best}))
+
+
+def config_text_step(path: str) -> str:
+    """A training config file's text (a tuned config becomes the next step's inline ``config`` parameter).
+
+    Raises:
+        DataError: If the file is not a readable training config.
+    """
+    from facegate.train.config import load_train_config
+
+    try:
+        load_train_config(path)  # refuse junk here, not three steps later
+        return Path(path).read_text()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the tuned config ({exc})") from None
 
 
 # ------------------------------------------------------------------------------------------------- evaluate

@@ -1,0 +1,1 @@
+"""Kubeflow pipelines; each module compiles itself to the YAML beside it."""

@@ -1,0 +1,153 @@
+"""Pipeline definitions: the committed YAML is what the scripts write, components are thin, cluster jobs validate."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, SHARED
+
+pytestmark = pytest.mark.unit
+
+PIPELINES = sorted(p.stem for p in (REPO / "pipelines").glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("name", ["training", "tuning"])
+def test_pipeline_exists(name: str) -> None:
+    assert name in PIPELINES
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_committed_yaml_is_what_the_script_writes(name: str, tmp_path: Path) -> None:
+    """`python pipelines/X.py` writes X.yaml beside it; run it on a copy and compare with the committed file."""
+    import shutil
+
+    for folder in ("pipelines", "components"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    committed = (REPO / "pipelines" / f"{name}.yaml").read_text()
+    (tmp_path / "pipelines" / f"{name}.yaml").unlink()
+    subprocess.run([sys.executable, f"pipelines/{name}.py"], cwd=tmp_path, check=True, timeout=120)
+    written = (tmp_path / "pipelines" / f"{name}.yaml").read_text()
+    assert written == committed, f"pipelines/{name}.yaml is stale: run `python pipelines/{name}.py`"
+
+
+def _executors(name: str) -> tuple[dict, dict]:
+    docs = list(yaml.safe_load_all((REPO / "pipelines" / f"{name}.yaml").read_text()))
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+    return docs[0], platform
+
+
+def test_training_pipeline_shape() -> None:
+    spec, platform = _executors("training")
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for p in ("dataset_uri", "config", "overrides", "verification_sets", "target_far", "gate_margin", "canary_percent"):
+        assert p in params, p
+    # Every step runs the project's image, versioned with the package.
+    from facegate import __version__
+
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {f"ghcr.io/facegate/facegate-pipeline:{__version__}"}
+    # The train step asks for a GPU on the V100 workers; credentials come from Secrets, never parameters.
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert train["accelerator"]["resourceCount"] == "1"
+    assert platform["exec-train"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "Tesla-V100-PCIE-32GB"}
+    assert platform["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    secrets = {s["secretName"] for e in platform.values() for s in e.get("secretAsEnv", [])}
+    assert secrets == {"facegate-s3", "facegate-gallery"}
+    assert "facegate-gallery" not in {s["secretName"] for s in platform["exec-train"]["secretAsEnv"]}
+    text = (REPO / "pipelines" / "training.yaml").read_text().lower()
+    for word in ("password", "secret_key", "access_key"):
+        assert f"{word}:" not in text
+    # The gate guards the rollout branch; the exit handler records failures.
+    dag = spec["root"]["dag"]["tasks"]
+    assert (
+        "record-failure" in dag and dag["record-failure"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    )
+    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert inner["condition-2"]["triggerPolicy"]["condition"].endswith("== 'promote'")
+    rollout = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert set(rollout) == {"reindex", "canary", "analyze-canary", "finish-rollout"}
+    assert "reindex" in rollout["canary"]["dependentTasks"]
+
+
+def test_components_call_exactly_one_facegate_function() -> None:
+    tree = ast.parse((REPO / "components" / "steps.py").read_text())
+    components = [
+        f
+        for f in tree.body
+        if isinstance(f, ast.FunctionDef)
+        and any((isinstance(d, ast.Name) and d.id == "component") for d in f.decorator_list)
+    ]
+    assert len(components) >= 12
+    for fn in components:
+        body = (
+            fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant) else fn.body
+        )
+        imports = [n for n in body if isinstance(n, ast.ImportFrom)]
+        assert len(imports) == 1 and imports[0].module.startswith("facegate."), fn.name
+        imported = {a.asname or a.name for a in imports[0].names}
+        calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call)]
+        assert len(calls) == 1, f"{fn.name} makes {len(calls)} calls: no logic belongs in a component"
+        assert isinstance(calls[0].func, ast.Name) and calls[0].func.id in imported, fn.name
+        assert len(body) == 2, f"{fn.name}: an import and one call, nothing else"
+
+
+@pytest.mark.skipif(not (SHARED / "crds").is_dir(), reason="needs ../shared/crds (CI always has it)")
+def test_cluster_jobs_validate_against_their_crds() -> None:
+    from facegate.pipeline.cluster import ray_job, train_job
+    from facegate.rollout.crds import CrdValidationError, validate
+    from facegate.train.config import load_train_config
+
+    cfg = load_train_config(REPO / "configs" / "tiny_cpu.yaml")
+    tj = train_job(cfg, nodes=3, gpus_per_node=2)
+    validate(tj, SHARED / "crds" / "kubeflow-trainer")
+    assert tj["spec"]["trainer"]["numNodes"] == 3 and "--nproc_per_node 2" in tj["spec"]["trainer"]["args"][0]
+    env = {e["name"]: e for e in tj["spec"]["trainer"]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "facegate-s3"
+    assert yaml.safe_load(env["FACEGATE_TRAIN_CONFIG"]["value"])["model"]["backbone"] == cfg.model.backbone
+    rj = ray_job(cfg, 8)
+    validate(rj, SHARED / "crds" / "kuberay")
+    assert (
+        rj["spec"]["clusterSelector"] == {"ray.io/cluster": "facegate-tune"}
+        and "--samples 8" in rj["spec"]["entrypoint"]
+    )
+    tj["spec"]["trainer"]["numNodez"] = 2  # a misspelt field must not pass
+    with pytest.raises(CrdValidationError, match="numNodez"):
+        validate(tj, SHARED / "crds" / "kubeflow-trainer")
+
+
+class _FakeCustomObjects:
+    """Stands in for kubernetes.client.CustomObjectsApi: records the create, then plays a status sequence."""
+
+    def __init__(self, statuses: list[dict]) -> None:
+        self.created: list[tuple] = []
+        self.statuses = statuses
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):  # type: ignore[no-untyped-def]
+        self.created.append((group, version, namespace, plural, body["metadata"]["name"]))
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):  # type: ignore[no-untyped-def]
+        return {"status": self.statuses.pop(0)}
+
+
+def test_submit_and_wait_follows_job_status() -> None:
+    from facegate.pipeline.cluster import ClusterJobError, ray_job, submit_and_wait, train_job
+    from facegate.train.config import load_train_config
+
+    cfg = load_train_config(REPO / "configs" / "tiny_cpu.yaml")
+    api = _FakeCustomObjects([{}, {"conditions": [{"type": "Created", "status": "True"}]},
+                              {"conditions": [{"type": "Complete", "status": "True"}]}])  # fmt: skip
+    seen: list[dict] = []
+    submit_and_wait(train_job(cfg, name="t1"), api=api, poll_s=0, on_poll=seen.append)
+    assert api.created == [("trainer.kubeflow.org", "v1alpha1", "facegate-ml", "trainjobs", "t1")] and len(seen) == 3
+    api = _FakeCustomObjects([{"jobStatus": "RUNNING"}, {"jobStatus": "FAILED", "message": "trial OOM"}])
+    with pytest.raises(ClusterJobError, match="FAILED: trial OOM"):
+        submit_and_wait(ray_job(cfg, 2, name="r1"), api=api, poll_s=0)
+    api = _FakeCustomObjects([{}] * 100)
+    with pytest.raises(ClusterJobError, match="did not finish"):
+        submit_and_wait(train_job(cfg, name="t2"), api=api, poll_s=0, timeout_s=0)
