@@ -31,6 +31,7 @@ __all__ = [
     "ImageLimits",
     "PixelBudget",
     "decode_image",
+    "decoded_pixels",
     "encode_jpeg",
     "read_image",
 ]
@@ -193,6 +194,25 @@ def decode_image(
             except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
                 # Pillow says "image file is truncated" for a cut JPEG; keep its words, they help the user.
                 raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def decoded_pixels(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) -> int:
+    """How many pixels :func:`decode_image` would decode for ``data`` (JPEG draft mode included), header only.
+
+    Lets a request's pixel budget be checked for all its images before any is decoded. Unreadable headers count
+    0 here; :func:`decode_image` refuses them with the reason.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if img.format in ("JPEG", "MPO") and limits.max_side is not None and max(w, h) > limits.max_side:
+                    scale = limits.max_side / max(w, h)
+                    img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+                return int(img.size[0] * img.size[1])
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
+            return 0
 
 
 def _check_jpeg_data(img: Image.Image, size: int, name: str) -> None:

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from facegate.config import Settings
-from facegate.data.imageio import SERVE_FORMATS, ImageLimits, PixelBudget, decode_image
-from facegate.errors import FaceError, FacegateError
+from facegate.data.imageio import SERVE_FORMATS, ImageLimits, PixelBudget, decode_image, decoded_pixels
+from facegate.errors import FaceError, FacegateError, ImageError
 from facegate.faces.pipeline import AlignMode, FaceAligner, aligner_from_settings, limits_from_settings
 from facegate.models.base import Embedder, load_embedder
 from facegate.serve.batching import MicroBatcher
@@ -434,7 +434,14 @@ class EmbedModel(_FacegateModel):
 
         def prepare_all() -> np.ndarray:
             # One thread, stopping at the first bad image: a 64-image request must not occupy every preprocess
-            # thread that kiosks' verifications need. The pixel budget bounds the work one request can ask for.
+            # thread that kiosks' verifications need. The pixel budget bounds the work one request can ask for,
+            # checked from the headers of all images before the first is decoded.
+            wanted = sum(decoded_pixels(data, limits=self.runtime.limits) for data in images)
+            if wanted > budget.total:
+                raise ImageError(
+                    f"the images would decode to {wanted} pixels, over this request's {budget.total}-pixel budget",
+                    code="too_many_pixels",
+                )
             faces = []
             for i, data in enumerate(images):
                 try:
