@@ -887,6 +887,7 @@ def pipeline_run(
     host: Annotated[str | None, typer.Option(help="KFP API address (default KFP_HOST or in-cluster).")] = None,
     namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace.")] = None,
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "facegate",
+    verbose: Annotated[bool, typer.Option(help="--local: stream every step's full log (kfp's own output).")] = False,
 ) -> None:
     """Run a pipeline: --local on this machine (MLflow on SQLite, local object store), else on Kubeflow."""
     import yaml
@@ -903,13 +904,62 @@ def pipeline_run(
     if local:
         params.setdefault("train_backend", "local")
         params.setdefault("rollout_target", "local")
-        run = run_local(name, params, pipeline_root=root or settings.home / "pipelines")
+        where = root or settings.home / "pipelines"
+        where.mkdir(parents=True, exist_ok=True)
+        log = where / f"{name}-last.log"
+        run = run_local(name, params, pipeline_root=where, log_path=None if verbose else log, echo=typer.echo)
+        if not verbose:
+            typer.echo(f"every step's full log: {log}")
         typer.echo(f"pipeline {name}: {run.state} in {run.seconds:.0f} s; artifacts under {run.where}")
         for task, out in run.outputs.items():
             typer.echo(f"  {task}: " + ", ".join(f"{k} {v}" for k, v in out.items()))
     else:
         run = run_remote(name, params, host=host, namespace=namespace, experiment=experiment)
         typer.echo(f"started {name}: {run.where}")
+
+
+@app.command()
+@_errors
+def drift(
+    scores: Annotated[
+        Path,
+        typer.Argument(
+            help="The champion's scores.csv on the new labelled pairs (evaluate --out).", exists=True, dir_okay=False
+        ),
+    ],
+    reference: Annotated[
+        Path, typer.Option(help="Its scores.csv on the reference pairs.", exists=True, dir_okay=False)
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="The model whose threshold is judged (models:/... or bundle).")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="The serving threshold (instead of --model).")] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(help="The new evaluation's metrics.json, added to the report.", exists=True, dir_okay=False),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write drift.json and drift.md here.")] = None,
+    fail_on_drift: Annotated[bool, typer.Option(help="Exit with status 1 when drift is found.")] = False,
+) -> None:
+    """Drift report: PSI and KS of genuine and impostor scores against the reference, TAR/FAR at the threshold."""
+    from facegate.evaluate.drift import drift_report, read_scores, report_markdown
+    from facegate.utils import atomic_write_text
+
+    if threshold is None:
+        if model is None:
+            raise FacegateError("give --model (its threshold is used) or --threshold", code="bad_usage")
+        from facegate.models import load_embedder
+
+        threshold = load_embedder(model).default_threshold
+    recent_metrics = json.loads(metrics.read_text()) if metrics else None
+    report = drift_report(read_scores(scores), read_scores(reference), float(threshold), recent_metrics=recent_metrics)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "drift.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(out / "drift.md", report_markdown(report))
+    typer.echo(json.dumps(report, indent=2))
+    if fail_on_drift and report["drifted"]:
+        raise typer.Exit(1)
 
 
 # Third-party telemetry stays off in everything the `facegate` command starts (set by the console entry point,

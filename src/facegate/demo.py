@@ -9,7 +9,11 @@ not fatal. The demo then:
 1. ingests (detects and aligns) the raw dataset with 2 worker processes,
 2. evaluates the SFace baseline on every genuine and impostor pair of the aligned set (metrics, ROC, histograms),
 3. verifies two raw photos of the same person and two of different people,
-4. exports SFace to OpenVINO and serves it as the KServe verifier on 127.0.0.1 (in this process), enrolls one person
+4. exports SFace to OpenVINO and registers it in MLflow (SQLite) as the first ``champion``,
+5. runs the training pipeline locally with kfp's SubprocessRunner: ingest → train a tiny CPU model → evaluate →
+   export → register as ``challenger`` → the statistical gate against the champion (a tiny CPU model should lose,
+   and the demo says so with the gate's numbers),
+6. serves ``models:/facegate@champion`` as the KServe verifier on 127.0.0.1 (in this process), enrolls one person
    over the admin API and checks in a photo of them, one of someone else and one without a face over the v2
    protocol.
 
@@ -85,7 +89,7 @@ def _place(face: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = (
     return np.asarray(np.clip(out, 0, 255), dtype=np.uint8)
 
 
-def make_raw_dataset(root: Path, per_identity: int = 6, seed: int = 0) -> dict[str, list[Path]]:
+def make_raw_dataset(root: Path, per_identity: int = 12, seed: int = 0) -> dict[str, list[Path]]:
     """Write the raw demo dataset (``root/<identity>/<k>.jpg``) plus three bad files in ``root/bad_input/``.
 
     Returns:
@@ -201,13 +205,69 @@ def run_demo(
         },
         "threshold": same["threshold"],
     }
-    summary["serve"] = serve_demo(settings, work, written, aligned)
+    champion = register_champion(settings, work, aligned)
+    summary["pipeline"] = pipeline_demo(work, raw)
+    summary["serve"] = serve_demo(settings, work, written, champion)
     atomic_write_text(work / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], aligned: Path) -> dict[str, Any]:
-    """Export SFace to OpenVINO, serve it on 127.0.0.1, enroll one person over HTTP and check in three photos.
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def register_champion(settings: Settings, work: Path, aligned: Path) -> str:
+    """Export SFace to OpenVINO FP32 and register it as the first ``champion`` in the demo's MLflow registry.
+
+    The demo's MLflow store is ``<workdir>/mlflow.db`` (``FACEGATE_HOME`` is the work directory for the rest of
+    the demo, so the pipeline's steps, which are subprocesses, use the same store and gallery).
+    """
+    import os
+
+    from facegate.export.convert import export_model, load_faces
+    from facegate.registry.models import register_bundle
+
+    os.environ["FACEGATE_HOME"] = str(work.resolve())
+    _say("\n[demo] exporting SFace to OpenVINO FP32 (parity-gated) and registering it as models:/facegate@champion")
+    export_model(settings.model, work / "export", load_faces(aligned, limit=40), formats=["openvino-fp32"])
+    register_bundle(work / "export" / "openvino-fp32", alias="champion", home=work.resolve())
+    return "models:/facegate@champion"
+
+
+def pipeline_demo(work: Path, raw: Path) -> dict[str, Any]:
+    """Run the training pipeline locally on the raw demo photos; returns the gate's decision and where things are."""
+    import os
+
+    from facegate.pipeline.runner import find_pipeline, run_local
+    from facegate.serve.gallery import KeyRing
+
+    config = find_pipeline("training").parents[1] / "configs" / "demo_cpu.yaml"
+    params = {
+        "dataset_uri": str(raw.resolve()),
+        "config": str(config),
+        "holdout_per_identity": 4,
+        "train_backend": "local",
+        "rollout_target": "local",
+    }
+    _say("[demo] running the training pipeline locally (kfp SubprocessRunner: every step is a subprocess here)")
+    # Only a promotion reindexes the gallery; its key is made up for this run and lives in this process's
+    # environment (inherited by the steps) until the pipeline ends: never written or printed.
+    os.environ.setdefault("FACEGATE_GALLERY_KEYS", KeyRing.generate("demo"))
+    run = run_local("training", params, pipeline_root=work / "pipelines", log_path=work / "pipeline.log", echo=_say)
+    report = Path(run.where) / "gate" / "report"
+    return {
+        "seconds": run.seconds,
+        "run": run.where,
+        "log": str(work / "pipeline.log"),
+        "decision": run.outputs.get("gate", {}).get("output", "?"),
+        "gate_report": str(report),
+        "gate_markdown": report.read_text() if report.is_file() else "",
+        "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{(work / 'mlflow.db').resolve()} --host 127.0.0.1",
+    }
+
+
+def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], model: str) -> dict[str, Any]:
+    """Serve ``model`` (the champion) on 127.0.0.1, enroll one person over HTTP and check in three photos.
 
     The gallery encryption key and the admin and kiosk API keys are made up for this run and held in memory only:
     nothing secret is written or printed.
@@ -217,7 +277,6 @@ def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], a
 
     import httpx
 
-    from facegate.export.convert import export_model, load_faces
     from facegate.serve.app import create_app
     from facegate.serve.auth import ApiKeyStore
     from facegate.serve.client import outputs, verify_request
@@ -225,14 +284,13 @@ def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], a
     from facegate.serve.local import LocalServer
     from facegate.serve.models import build_runtime
 
-    export_model(settings.model, work / "export", load_faces(aligned, limit=40), formats=["openvino-fp32"])
-    bundle = work / "export" / "openvino-fp32"
+    _say(f"[demo] serving {model} as the KServe verifier on 127.0.0.1; enrolling and checking in")
     url = f"sqlite:///{(work / 'gallery.db').resolve()}"
-    gallery = Gallery(url, KeyRing([("demo", secrets.token_bytes(32))]))
+    gallery = Gallery(url, KeyRing.from_env())  # the key pipeline_demo made up (a reindex would have used it)
     admin_key = secrets.token_urlsafe(24)
     keys = ApiKeyStore(gallery.engine, env={"FACEGATE_ADMIN_KEY": admin_key})
     kiosk_key = keys.create("demo-kiosk")
-    app = create_app(settings, build_runtime(settings, str(bundle), gallery=gallery), keys)
+    app = create_app(settings, build_runtime(settings, model, gallery=gallery), keys)
     names = list(written)
     student, other = names[0], names[1]
 
@@ -244,7 +302,7 @@ def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], a
         "different person": written[other][0],
         "no face": work / "raw" / "bad_input" / "no_face.jpg",
     }
-    out: dict[str, Any] = {"model": str(bundle), "student": student, "checks": {}}
+    out: dict[str, Any] = {"model": model, "student": student, "checks": {}}
     with LocalServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         out["url"] = server.url
         r = client.put(
@@ -273,6 +331,25 @@ def serve_demo(settings: Settings, work: Path, written: dict[str, list[Path]], a
     return out
 
 
+def _pipeline_lines(p: dict[str, Any]) -> list[str]:
+    """The gate's verdict and its numbers, from the run's Markdown report."""
+    verdict = {"keep": "KEEP the champion (SFace)", "promote": "PROMOTE the challenger"}.get(p["decision"], "?")
+    lines = [f"pipeline  training pipeline ran locally in {p['seconds']:.0f} s; gate decision: {verdict}"]
+    for row in p["gate_markdown"].splitlines():
+        if row.startswith(("| accuracy", "| TAR", "| threshold", "McNemar", "TAR gain", "- ")):
+            lines.append("            " + row)
+    if p["decision"] == "keep":
+        lines.append(
+            "            a tiny CPU model trained for seconds on 3 people does not beat SFace: the gate kept it out"
+        )
+    lines += [
+        f"            gate report: {p['gate_report']}",
+        f"            every step's log: {p['log']}",
+        f"            MLflow UI: {p['mlflow_ui']}",
+    ]
+    return lines
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The demo's human-readable summary."""
     ing, ev = summary["ingest"], summary["evaluate"]
@@ -290,7 +367,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"verify    same person:      score {s['score']:+.3f} -> {'MATCH' if s['match'] else 'no match'}",
         f"verify    different people: score {d['score']:+.3f} -> {'MATCH' if d['match'] else 'no match'}",
         f"            (threshold {summary['threshold']:.3f})",
-        f"serve     KServe verifier ({Path(summary['serve']['model']).name}) on {summary['serve']['url']}: "
+        *_pipeline_lines(summary["pipeline"]),
+        f"serve     KServe verifier ({summary['serve']['model']}) on {summary['serve']['url']}: "
         f"enrolled {summary['serve']['student']} from {summary['serve']['enrolled_photos']} photos",
         *[
             f"            {label:<17} -> {c['decision']} ({c['reason']}, score {c['score']:+.3f}, {c['ms']:.0f} ms)"

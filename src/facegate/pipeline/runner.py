@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,17 +96,69 @@ def compile_pipeline(name: str, out: str | Path | None = None) -> Path:
     return target
 
 
-def run_local(name: str, params: dict[str, Any], *, pipeline_root: str | Path) -> PipelineRun:
+class _StepLog(io.TextIOBase):
+    """Stands in for stdout during a local run.
+
+    Everything goes to the log file; ``echo`` gets one line per task started or finished plus the steps' own
+    ``[facegate]`` lines (kfp streams every executor's full input, which is for the log, not the screen).
+    """
+
+    def __init__(self, log: io.TextIOBase, echo: Callable[[str], None], screen: Any) -> None:
+        self.log, self.buf, self.screen = log, "", screen
+        self._echo = echo
+        self.started: dict[str, float] = {}
+
+    def echo(self, text: str) -> None:
+        import contextlib
+
+        with contextlib.redirect_stdout(self.screen):  # echo may print: to the screen, not back into the log
+            self._echo(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
+            if m := re.search(r"Executing task '([\w-]+)'", plain):
+                self.started[m[1]] = time.perf_counter()
+                self.echo(f"  -> {m[1]}")
+            elif m := re.search(r"Task '([\w-]+)' finished with status (\w+)", plain):
+                secs = time.perf_counter() - self.started.get(m[1], time.perf_counter())
+                self.echo(f"     {m[1]}: {m[2].lower()} ({secs:.0f} s)")
+            elif "[facegate]" in plain:
+                self.echo("     " + plain.split("[facegate]", 1)[1].strip())
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+def run_local(
+    name: str,
+    params: dict[str, Any],
+    *,
+    pipeline_root: str | Path,
+    log_path: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> PipelineRun:
     """Run a pipeline on this machine with kfp's SubprocessRunner in the current environment (no venv, offline).
 
     Args:
         name: Pipeline name (``training``, ``tuning``).
         params: Pipeline parameters.
         pipeline_root: Where the run's artifacts go (one folder per run, one per task inside).
+        log_path: With ``echo``: the full log of every step goes here ...
+        echo: ... and ``echo`` gets one line per step started and finished, and what each step says it did.
 
     Raises:
         PipelineError: If a step fails (the exit handler has recorded the failure in MLflow by then).
     """
+    import contextlib
+
     from kfp import local
 
     pipe, _ = load_pipeline(name)
@@ -111,18 +166,47 @@ def run_local(name: str, params: dict[str, Any], *, pipeline_root: str | Path) -
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.iterdir()}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    kfp_tmp_before = set(_kfp_temp_dirs())
     t0 = time.perf_counter()
     state = "SUCCEEDED"
-    try:
-        pipe(**params)
-    except RuntimeError as exc:
-        state = "FAILED"
-        raise PipelineError(f"pipeline {name} failed: {str(exc).splitlines()[0][:300]}") from None
-    finally:
-        seconds = time.perf_counter() - t0
+    with contextlib.ExitStack() as stack:
+        if log_path is not None and echo is not None:
+            import sys
+            import warnings
+
+            log = stack.enter_context(Path(log_path).open("w", encoding="utf-8"))
+            stack.enter_context(contextlib.redirect_stdout(_StepLog(log, echo, sys.stdout)))
+            stack.enter_context(warnings.catch_warnings())
+            # kfp warns, per task, that resources do nothing locally and that the image is not Python's: both are
+            # expected on a laptop, and twenty of them would bury what the steps say.
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            pipe(**params)
+        except RuntimeError as exc:
+            state = "FAILED"
+            raise PipelineError(f"pipeline {name} failed: {str(exc).splitlines()[0][:300]}") from None
+        finally:
+            seconds = time.perf_counter() - t0
+            _remove_kfp_temp_dirs(kfp_tmp_before)
     runs = sorted((p for p in root.iterdir() if p.name not in before), key=lambda p: p.stat().st_mtime)
     where = runs[-1] if runs else root
     return PipelineRun(name=name, where=str(where), seconds=round(seconds, 1), state=state, outputs=_outputs(where))
+
+
+def _kfp_temp_dirs() -> list[Path]:
+    import tempfile
+
+    return [p for p in Path(tempfile.gettempdir()).glob("tmp.*") if (p / "ephemeral_component.py").is_file()]
+
+
+def _remove_kfp_temp_dirs(before: set[Path]) -> None:
+    """Remove the temp folders of component source that kfp's local runner left behind for this run's tasks."""
+    import shutil
+
+    for p in _kfp_temp_dirs():
+        if p not in before:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _outputs(run_dir: Path) -> dict[str, Any]:

@@ -519,12 +519,14 @@ def export_step(
                 target_far=target_far,
             )
         except ExportGateError as exc:
-            _say(f"export: {exc.message}")
+            # The message names the temp folder's report; the served bundle keeps a copy of it.
+            _say(f"export: {exc.message.split(' (see ')[0]}")
         report = json.loads((Path(tmp) / "export_report.json").read_text())
         chosen = next((f for f in ("openvino-int8", "openvino-fp32") if report["formats"][f]["passed"]), None)
         if chosen is None:
-            raise ExportGateError("no export passed its gates (see the export report in this step's log)")
+            raise ExportGateError(f"no export passed its gates: {json.dumps(report['formats'])[:2000]}")
         shutil.copytree(Path(tmp) / chosen, out_model_dir, dirs_exist_ok=True)
+        shutil.copyfile(Path(tmp) / "export_report.json", Path(out_model_dir) / "export_report.json")
     for fmt, entry in report["formats"].items():
         key = fmt.replace("openvino-", "")
         _log(metrics, {f"{key}_cosine_mean": entry["parity"]["cosine_mean"], f"{key}_passed": entry["passed"]})
