@@ -53,7 +53,7 @@ def test_canary_promote_rollback_objects_validate_against_the_kserve_crd(kserve_
 def test_validator_reports_unknown_fields_wrong_types_and_bad_metadata(kserve_crds: Path) -> None:
     obj = kserve.inference_service("s3://b/m", "v1", canary_percent=5)
     obj["spec"]["predictor"]["canaryTraficPercent"] = 5  # misspelt: the API server would prune it silently
-    obj["spec"]["predictor"]["minReplicas"] = "one"
+    obj["spec"]["predictor"]["minReplicas"] = "one"  # (a field the Helm chart owns, still typed by the CRD)
     obj["metadata"]["labels"]["bad"] = "has space"
     obj["metadata"]["name"] = "Facegate_Verifier"
     with pytest.raises(crds.CrdValidationError) as err:

@@ -91,9 +91,11 @@ def inference_service(
     canary_percent: int | None = None,
     name: str = DEFAULT_NAME,
     namespace: str = DEFAULT_NAMESPACE,
-    min_replicas: int = 1,
 ) -> dict[str, Any]:
-    """The InferenceService serving ``storage_uri`` (a facegate bundle), optionally as a canary.
+    """The InferenceService fields a rollout owns, for ``storage_uri`` (a facegate bundle), optionally as a canary.
+
+    Only what a rollout changes is set: the Helm chart owns the rest of the object (scaling, service account,
+    security context), and server-side apply merges the two field managers' parts.
 
     Args:
         storage_uri: Where the bundle lives (``s3://bucket/prefix``, what the storage initializer downloads).
@@ -101,7 +103,6 @@ def inference_service(
         canary_percent: ``spec.predictor.canaryTrafficPercent`` (0-100), or ``None`` for no canary field.
         name: Object name.
         namespace: Namespace.
-        min_replicas: Kept >= 1 by default: a kiosk must not wait for a scale-from-zero cold start.
 
     Returns:
         The object as a plain dict.
@@ -110,7 +111,6 @@ def inference_service(
         raise RolloutError(f"canary percent must be 0-100, got {canary_percent}", code="bad_percent")
     label = model_version_label(model_version)
     predictor: dict[str, Any] = {
-        "minReplicas": min_replicas,
         # Predictor labels land on the revision's pods: per-version metrics come from there.
         "labels": {MODEL_VERSION_KEY: label},
         "annotations": {MODEL_VERSION_KEY: model_version},
@@ -124,11 +124,7 @@ def inference_service(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "facegate",
-                "app.kubernetes.io/component": "verifier",
-                MODEL_VERSION_KEY: label,
-            },
+            "labels": {MODEL_VERSION_KEY: label},
             "annotations": {
                 DEPLOYMENT_MODE_KEY: "Serverless",
                 MODEL_VERSION_KEY: model_version,
