@@ -32,12 +32,13 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.pipeline.repository }}:{{ .Values.image.pipeline.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* Pod-level hardening; pass the uid/gid the image runs as (the facegate images use 10001). */}}
+{{/* Pod-level hardening: the uid/gid the facegate images run as (also used for PostgreSQL and MinIO, whose
+images run as any uid), high enough not to map to a host account. */}}
 {{- define "facegate.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: {{ . }}
-runAsGroup: {{ . }}
-fsGroup: {{ . }}
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
 fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
