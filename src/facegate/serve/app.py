@@ -57,6 +57,7 @@ from facegate.serve.models import (
     student_tag,
 )
 from facegate.serve.protocol import StrictDataPlane
+from facegate.serve.web import install_web
 
 __all__ = ["Gatekeeper", "create_app", "serve"]
 
@@ -606,6 +607,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     register_v1_endpoints(app, dataplane, extension)
     register_v2_endpoints(app, dataplane, extension)
     app.include_router(_admin_router(rt, store))
+    install_web(app, rt)  # the kiosk and console pages, and the console's read-only admin routes
     _install_error_handlers(app)
     sv = settings.serve
     gate = Gatekeeper(
