@@ -59,7 +59,7 @@ def rss_kib(pid: int) -> int:
 class Server:
     """A `facegate serve` process this benchmark starts and stops (by its own pid)."""
 
-    def __init__(self, model: str, home: Path, max_batch: int) -> None:
+    def __init__(self, model: str, home: Path, max_batch: int, extra_env: dict[str, str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
@@ -74,6 +74,8 @@ class Server:
             "FACEGATE_SERVE__RATE_PER_MINUTE": "1000000",
             "FACEGATE_SERVE__RATE_BURST": "100000",
             "FACEGATE_LOG_LEVEL": "WARNING",
+            "FACEGATE_SERVE__METRICS_PORT": "0",
+            **(extra_env or {}),
         }
         cmd = [sys.executable, "-m", "facegate", "serve", "--model", model, "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -4,8 +4,12 @@ The embedded default is a SQLite store under ``FACEGATE_HOME`` (``<home>/mlflow.
 ``<home>/mlartifacts``); ``MLFLOW_TRACKING_URI`` points it at a server instead. Every run logs its parameters (the
 flattened config), the resolved config file, the dataset's manifest hash, the git commit, metrics per step and per
 validation, the ROC and score plots of the final validation, the facegate model bundle and an MLflow PyTorch model
-whose pip requirements name the torch *build* that trained it (``2.13.0+cpu`` vs a CUDA build), so a CPU-trained
-model never asks for CUDA wheels or the other way round.
+whose pip requirements name an installable torch release (``torch==2.13.0``, never a local build tag such as
+``+cpu`` that plain package indexes do not serve); the exact build that trained it is kept in the model's metadata.
+
+Every artifact location stays under the configured store: the embedded store is created with ``<home>/mlartifacts``
+as its default root, so even MLflow's own ``Default`` experiment does not point at the directory a command ran from
+(an existing store whose ``Default`` does is repaired).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ __all__ = [
     "dataset_hash",
     "ensure_experiment",
     "git_commit",
+    "installable_requirement",
     "log_trained_model",
+    "prepare_store",
     "tracked_run",
     "tracking_uri",
 ]
@@ -109,6 +115,36 @@ class MlflowCallback:
         mlflow.log_metrics(flat, step=step)
 
 
+def installable_requirement(package: str, version: str) -> str:
+    """A pip requirement a plain package index can satisfy: ``torch==2.13.0`` for version ``2.13.0+cpu``."""
+    return f"{package}=={version.split('+', 1)[0]}"
+
+
+def prepare_store(home: str | Path = ".facegate") -> None:
+    """Create the embedded SQLite store with its artifact root under ``home``, and repair a ``Default`` that is not.
+
+    MLflow creates the ``Default`` experiment with the artifact root it is given, which is the current directory
+    unless a store is created explicitly. A server (``MLFLOW_TRACKING_URI``) decides its own root: left alone.
+    """
+    uri = tracking_uri(home)
+    if not uri.startswith("sqlite:"):
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from sqlalchemy import text
+
+    for k, v in TELEMETRY_ENV.items():
+        os.environ.setdefault(k, v)
+    root = (Path(home).resolve() / "mlartifacts").as_uri()
+    store = SqlAlchemyStore(uri, root)  # type: ignore[no-untyped-call]
+    default = store.get_experiment("0")  # type: ignore[no-untyped-call]
+    if not default.artifact_location.startswith(root):
+        with store.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE experiments SET artifact_location = :loc WHERE experiment_id = 0"), {"loc": f"{root}/0"}
+            )
+    store.engine.dispose()
+
+
 def ensure_experiment(name: str, home: str | Path = ".facegate") -> str:
     """The id of experiment ``name``, created if missing.
 
@@ -120,6 +156,7 @@ def ensure_experiment(name: str, home: str | Path = ".facegate") -> str:
     for k, v in TELEMETRY_ENV.items():
         os.environ.setdefault(k, v)
     uri = tracking_uri(home)
+    prepare_store(home)
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -166,7 +203,8 @@ def log_trained_model(bundle: Path, cfg: TrainConfig, val_report_dir: Path | Non
     """Log the bundle, the validation plots and an MLflow PyTorch model to the active run.
 
     The PyTorch model is pickled whole (``serialization_format="pickle"``, facegate's package shipped as code) so it
-    loads and runs at any batch size; its requirements pin the exact torch build that trained it.
+    loads and runs at any batch size; its requirements pin installable releases (``torch==2.13.0``), and the exact
+    build that trained it (``2.13.0+cpu``) is in the model's metadata.
     """
     import mlflow
     import numpy as np
@@ -190,6 +228,7 @@ def log_trained_model(bundle: Path, cfg: TrainConfig, val_report_dir: Path | Non
         name="model",
         serialization_format="pickle",
         code_paths=[str(Path(facegate.__file__).parent)],
-        pip_requirements=[f"torch=={torch.__version__}", f"numpy=={np.__version__}"],
+        pip_requirements=[installable_requirement("torch", torch.__version__), f"numpy=={np.__version__}"],
+        metadata={"torch_build": torch.__version__},
         input_example=example,
     )

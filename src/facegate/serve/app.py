@@ -46,6 +46,7 @@ from facegate.serve.kserve_compat import (
     register_v1_endpoints,
     register_v2_endpoints,
 )
+from facegate.serve.memory import Trimmer, limit_arenas
 from facegate.serve.metrics import HTTP_REQUESTS, REJECTED_REQUESTS
 from facegate.serve.models import (
     PRINCIPAL_HEADER,
@@ -225,6 +226,7 @@ class Gatekeeper:
         self.inflight: dict[str, int] = {}
         self.inflight_total = 0
         self.throttle_log = _ThrottleLog()
+        self.trimmer = Trimmer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Gate one ASGI connection."""
@@ -359,6 +361,8 @@ class Gatekeeper:
         else:
             self.inflight.pop(name, None)
         self.inflight_total -= 1
+        if self.inflight_total == 0:
+            self.trimmer.maybe()  # idle again: hand the burst's freed image buffers back to the system
 
     async def _authenticate(
         self,
@@ -651,24 +655,6 @@ def uvicorn_config(settings: Settings, app: ASGIApp) -> Any:
     )
 
 
-def _limit_malloc_arenas() -> None:
-    """Fewer glibc malloc arenas: each decode thread otherwise keeps its own, and freed image buffers stay mapped.
-
-    Best effort (glibc only), before the worker threads start.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(settings: Settings, model: str | None = None) -> None:
     """Run the service with uvicorn on ``serve.host:serve.port`` until SIGINT/SIGTERM, metrics on their own port.
 
@@ -676,7 +662,7 @@ def serve(settings: Settings, model: str | None = None) -> None:
     """
     import uvicorn
 
-    _limit_malloc_arenas()
+    limit_arenas()  # before any worker thread: fewer glibc arenas holding freed image buffers
     rt = build_runtime(settings, model)
     app = create_app(settings, rt)
     metrics_url, stop_metrics = start_metrics_server(settings)

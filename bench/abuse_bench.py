@@ -1,0 +1,366 @@
+"""Abuse benchmark and soak of the verifier: `facegate serve` as a real process on 127.0.0.1, attacked over HTTP.
+
+**Abuse** (default): one kiosk verifies a 640x480 photo back to back while, at the same time,
+
+- one *flooding key* sends, from 8 threads, the heaviest requests the server allows: ``embed`` with 14 large
+  (4000x3000) face photos per request (just under the 8 MiB body limit) and verifies of a 4000x5000 photo;
+- a guesser sends bad keys back to back from the same address;
+- a slowloris keeps 200 connections with unfinished headers open (reopened as the server closes them).
+
+It reports the victim's p50/p99 latency and errors, what the flooder got (200/429/503), and the server's RSS: warm
+(after ordinary traffic), peak under abuse, and after the abuse stops. Bars: victim p99 < 1 s, RSS peak <= 1 GiB,
+RSS after within 10% of warm.
+
+**Soak** (``--soak SECONDS``): 8 kiosks (one key each) send a mix of good and bad traffic: genuine and impostor
+check-ins, no-face photos, bad keys, junk and truncated images, oversized bodies, duplicate inputs, small embeds
+and an abandoned slow connection. Every answer is checked against what it must be (decision and reason, or status
+and code); RSS and open file descriptors are sampled every 10 s.
+
+The model is an OpenVINO FP32 export of SFace (``--model`` takes any bundle); the per-key rate limit is raised so
+that the in-flight, pixel and size limits are what binds. Prints one JSON object.
+Usage: ``python bench/abuse_bench.py [--duration 60]`` or ``python bench/abuse_bench.py --soak 600``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import secrets
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import SHARED, machine, require
+from PIL import Image
+from serve_bench import ADMIN, Server, check_in_photo, rss_kib
+
+from facegate.data.imageio import ImageLimits, decoded_pixels
+from facegate.serve.client import outputs, verify_request
+
+INFER = "/v2/models/verifier/infer"
+_Check = Callable[[httpx.Response], bool]
+EMBED = "/v2/models/embed/infer"
+
+
+def fds(pid: int) -> int:
+    """Open file descriptors of a process."""
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def big_photo(src: Path, size: tuple[int, int], quality: int = 85) -> bytes:
+    """The photo upscaled to ``size``: a large camera image with one face."""
+    buf = io.BytesIO()
+    Image.open(src).convert("RGB").resize(size, Image.Resampling.BILINEAR).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def setup(server: Server, photos: Path, kiosks: int) -> list[str]:
+    """Enroll S1 (obama) and S2 (biden); make ``kiosks`` kiosk keys."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    for sid, person in (("S1", "obama"), ("S2", "biden")):
+        files = sorted((photos / "train" / person).glob("*.jpg"))[:2]
+        body = {"photos": [base64.b64encode(p.read_bytes()).decode() for p in files]}
+        httpx.put(server.url + f"/admin/v1/students/{sid}", json=body, headers=admin, timeout=120).raise_for_status()
+    return [
+        str(httpx.post(server.url + f"/admin/v1/keys/kiosk-{i}", headers=admin, timeout=30).json()["key"])
+        for i in range(kiosks)
+    ]
+
+
+class Sampler(threading.Thread):
+    """RSS (MiB) and open fds of the server every ``every`` seconds until stopped."""
+
+    def __init__(self, pid: int, every: float) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.samples: list[tuple[float, float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Sample until :attr:`stop` is set."""
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            self.samples.append((round(time.monotonic() - t0, 1), round(rss_kib(self.pid) / 1024, 1), fds(self.pid)))
+            self.stop.wait(self.every)
+
+
+def slowloris(port: int, n: int, stop: threading.Event, closed: list[int]) -> None:
+    """Keep ``n`` connections with unfinished headers open; count those the server closes."""
+    socks: list[socket.socket] = []
+    while not stop.is_set():
+        while len(socks) < n:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(b"POST /v2/models/verifier/infer HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+                s.setblocking(False)
+                socks.append(s)
+            except OSError:
+                break
+        alive = []
+        for s in socks:
+            try:
+                if s.recv(4096) == b"":
+                    closed[0] += 1
+                    s.close()
+                    continue
+                alive.append(s)  # a 408 arrived; the close follows
+            except BlockingIOError:
+                alive.append(s)
+            except OSError:
+                closed[0] += 1
+                s.close()
+        socks = alive
+        stop.wait(0.2)
+    for s in socks:
+        s.close()
+
+
+def abuse(server: Server, photos: Path, duration: float) -> dict[str, Any]:
+    victim_key, flood_key = setup(server, photos, 2)
+    pid = server.proc.pid
+    photo = check_in_photo(photos / "test" / "obama1.jpg")
+    src = photos / "train" / "obama" / "obama.jpg"
+    large = big_photo(src, (4000, 3000), quality=60)
+    huge = big_photo(src, (4000, 5000), quality=60)
+    # The heaviest embed the server accepts: as many large photos as fit both the 8 MiB body (base64 inflates by
+    # 4/3) and the 30-megapixel decoded-pixel budget (JPEG draft mode decodes them at 1/2 scale).
+    per_image = decoded_pixels(large, limits=ImageLimits(max_side=1600))
+    n_embed = max(1, min(64, int(8 * 1024 * 1024 * 0.74) // len(large), 30_000_000 // per_image))
+    embed_body = {
+        "inputs": [
+            {
+                "name": "image",
+                "shape": [n_embed],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(large).decode()] * n_embed,
+            }
+        ]
+    }
+    huge_body = verify_request(huge, "S1")
+    good = verify_request(photo, "S1")
+    victim = {"Authorization": f"Bearer {victim_key}"}
+    flooder = {"Authorization": f"Bearer {flood_key}"}
+
+    # Warm level: ordinary traffic from the victim kiosk for a while.
+    with httpx.Client(headers=victim, timeout=30) as c:
+        for _ in range(60):
+            c.post(server.url + INFER, json=good).raise_for_status()
+    time.sleep(2)
+    warm = round(rss_kib(pid) / 1024, 1)
+    sampler = Sampler(pid, 0.5)
+    sampler.start()
+    stop = threading.Event()
+    flood_status: Counter[int] = Counter()
+    guess_status: Counter[int] = Counter()
+    closed = [0]
+
+    def flood(i: int) -> None:
+        with httpx.Client(headers=flooder, timeout=60) as c:
+            n = 0
+            while not stop.is_set():
+                path, body = (EMBED, embed_body) if (i + n) % 2 == 0 else (INFER, huge_body)
+                try:
+                    flood_status[c.post(server.url + path, json=body).status_code] += 1
+                except httpx.HTTPError:
+                    flood_status[-1] += 1
+                n += 1
+
+    def guess() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                bad = {"Authorization": f"Bearer fgk_{secrets.token_hex(8)}.{secrets.token_urlsafe(16)}"}
+                try:
+                    guess_status[c.post(server.url + INFER, json=good, headers=bad).status_code] += 1
+                except httpx.HTTPError:
+                    guess_status[-1] += 1
+
+    threads = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(8)]
+    threads.append(threading.Thread(target=guess, daemon=True))
+    threads.append(threading.Thread(target=slowloris, args=(server.port, 200, stop, closed), daemon=True))
+    for t in threads:
+        t.start()
+    time.sleep(3)  # let the flood build up before measuring the victim
+    times, victim_errors = [], Counter[str]()
+    end = time.monotonic() + duration
+    with httpx.Client(headers=victim, timeout=30) as c:
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            try:
+                r = c.post(server.url + INFER, json=good)
+                times.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200 or outputs(r.json())["decision"] != "accept":
+                    victim_errors[str(r.status_code)] += 1
+            except httpx.HTTPError as exc:
+                victim_errors[type(exc).__name__] += 1
+    stop.set()
+    for t in threads:
+        t.join(60)
+    peak = max(s[1] for s in sampler.samples)
+    time.sleep(10)  # settle: the abuse is over
+    after = round(rss_kib(pid) / 1024, 1)
+    sampler.stop.set()
+    q = statistics.quantiles(times, n=100)
+    return {
+        "duration_s": duration,
+        "victim": {
+            "requests": len(times),
+            "errors": dict(victim_errors),
+            "p50_ms": round(statistics.median(times), 1),
+            "p99_ms": round(q[98], 1),
+            "max_ms": round(max(times), 1),
+        },
+        "flooder": {
+            "threads": 8,
+            "embed_images_per_request": n_embed,
+            "embed_image": f"4000x3000 JPEG, {len(large) // 1024} KB",
+            "verify_image": f"4000x5000 JPEG, {len(huge) // 1024} KB",
+            "statuses": {str(k): v for k, v in sorted(flood_status.items())},
+        },
+        "guesser_statuses": {str(k): v for k, v in sorted(guess_status.items())},
+        "slowloris": {"connections": 200, "closed_by_server": closed[0]},
+        "server_rss_mib": {"warm": warm, "peak": peak, "after_10s": after, "after_over_warm": round(after / warm, 3)},
+    }
+
+
+def soak(server: Server, photos: Path, duration: float, clients: int) -> dict[str, Any]:
+    keys = setup(server, photos, clients)
+    pid = server.proc.pid
+    obama = check_in_photo(photos / "test" / "obama1.jpg")
+    biden = check_in_photo(photos / "train" / "biden" / "biden.jpg")
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 480), (120, 130, 140)).save(buf, format="JPEG")
+    blank = buf.getvalue()
+    truncated = big_photo(photos / "train" / "obama" / "obama.jpg", (2000, 1500))[:30_000] + b"\xff\xd9"
+    dup = verify_request(obama, "S1")
+    dup["inputs"].append({"name": "student_id", "shape": [1], "datatype": "BYTES", "data": ["S2"]})
+    small_embed = {
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(obama).decode()]}]
+    }
+
+    def decision(d: str, reason: str) -> _Check:
+        return lambda r: (
+            r.status_code == 200 and (outputs(r.json())["decision"], outputs(r.json())["reason"]) == (d, reason)
+        )
+
+    def status(code: int, err: str | None = None) -> _Check:
+        return lambda r: r.status_code == code and (err is None or r.json().get("code") == err)
+
+    # (name, path, body, key or None for a made-up one, what the answer must be)
+    mix: list[tuple[str, str, Any, bool, _Check]] = [
+        ("genuine", INFER, verify_request(obama, "S1"), True, decision("accept", "match")),
+        ("impostor", INFER, verify_request(biden, "S1"), True, decision("reject", "mismatch")),
+        ("genuine_s2", INFER, verify_request(biden, "S2"), True, decision("accept", "match")),
+        ("no_face", INFER, verify_request(blank, "S1"), True, decision("retry", "no_face")),
+        ("unknown_student", INFER, verify_request(obama, "S-none"), True, status(404, "unknown_student")),
+        ("bad_key", INFER, verify_request(obama, "S1"), False, lambda r: r.status_code in (401, 429)),
+        ("junk_image", INFER, verify_request(b"\x00\x01junk", "S1"), True, status(400, "not_an_image")),
+        ("truncated", INFER, verify_request(truncated, "S1"), True, status(400, "bad_image")),
+        ("duplicate_input", INFER, dup, True, status(400, "duplicate_input")),
+        ("oversized", INFER, {"pad": "x" * (9 * 1024 * 1024)}, True, status(413, "too_large")),
+        ("embed", EMBED, small_embed, True, status(200)),
+    ]
+    counts: Counter[str] = Counter()
+    wrong: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    stop_at = time.monotonic() + duration
+    slow_closed = [0]
+
+    def worker(i: int) -> None:
+        auth = {"Authorization": f"Bearer {keys[i]}"}
+        n = i
+        with httpx.Client(timeout=60) as c:
+            while time.monotonic() < stop_at:
+                name, path, body, real, check = mix[n % len(mix)]
+                n += 1
+                headers = auth if real else {"Authorization": f"Bearer fgk_{secrets.token_hex(8)}.x"}
+                try:
+                    r = c.post(server.url + path, json=body, headers=headers)
+                except httpx.HTTPError:
+                    wrong[name + ":transport"] += 1
+                    continue
+                counts[name] += 1
+                statuses[r.status_code] += 1
+                if not check(r):
+                    wrong[f"{name}:{r.status_code}"] += 1
+                if n % 50 == 0:  # now and then, an abandoned slow connection
+                    try:
+                        s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                        s.sendall(b"POST /v2/models/verifier/infer HTTP/1.1\r\nHost: x\r\n")
+                        s.settimeout(15)
+                        while s.recv(4096):
+                            pass
+                        slow_closed[0] += 1
+                        s.close()
+                    except OSError:
+                        wrong["slowloris:not_closed"] += 1
+
+    sampler = Sampler(pid, 10.0)
+    sampler.start()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sampler.stop.set()
+    sampler.join()
+    samples = sampler.samples
+    warm = samples[len(samples) // 6 :]  # the first sixth is warm-up
+    quarter = max(1, len(warm) // 4)
+    first, last = warm[:quarter], warm[-quarter:]
+    return {
+        "duration_s": duration,
+        "clients": clients,
+        "requests": sum(counts.values()),
+        "by_kind": dict(counts),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "5xx": sum(v for k, v in statuses.items() if k >= 500),
+        "wrong_answers": dict(wrong),
+        "slow_connections_closed": slow_closed[0],
+        "rss_mib_after_warmup_first_quarter_mean": round(statistics.mean(s[1] for s in first), 1),
+        "rss_mib_last_quarter_mean": round(statistics.mean(s[1] for s in last), 1),
+        "fds_after_warmup_first_quarter_max": max(s[2] for s in first),
+        "fds_last_quarter_max": max(s[2] for s in last),
+        "samples_t_rss_fds": samples,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of abuse")
+    ap.add_argument("--soak", type=float, default=0.0, help="run the soak for this many seconds instead")
+    ap.add_argument("--clients", type=int, default=8, help="soak clients")
+    ap.add_argument("--model", default=None, help="bundle to serve (default: SFace exported to OpenVINO FP32)")
+    args = ap.parse_args()
+    photos = require(SHARED / "data" / "photos")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            from facegate.export.convert import export_model, load_faces
+
+            export_model("sface", Path(tmp) / "exp", load_faces(SHARED / "data" / "lfw-aligned", limit=40),
+                         formats=["openvino-fp32"])  # fmt: skip
+            model = str(Path(tmp) / "exp" / "openvino-fp32")
+        env = {"FACEGATE_SERVE__RATE_PER_MINUTE": "1000000", "FACEGATE_SERVE__RATE_BURST": "100000"}
+        server = Server(model, Path(tmp) / "home", 16, extra_env=env)
+        try:
+            result: dict[str, Any] = {"machine": machine(), "model": model if args.model else "sface openvino-fp32"}
+            if args.soak:
+                result["soak"] = soak(server, photos, args.soak, args.clients)
+            else:
+                result["abuse"] = abuse(server, photos, args.duration)
+        finally:
+            server.stop()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
