@@ -38,6 +38,7 @@ from facegate.errors import FacegateError
 
 __all__ = [
     "CanaryDecision",
+    "CanaryError",
     "CanaryPolicy",
     "CanaryReport",
     "Check",
@@ -519,6 +520,31 @@ def _checkins(photos: Path) -> list[tuple[str, Path]]:
     return items
 
 
+def _enrolled(items: list[tuple[str, Path]], gallery_url: str, version: str) -> list[tuple[str, Path]]:
+    """The check-ins of students the gallery can verify (others would only measure ``unknown_student``)."""
+    from facegate.rollout.kserve import _open_gallery
+    from facegate.serve.gallery import GalleryError
+
+    gallery = _open_gallery(gallery_url)
+    known: dict[str, bool] = {}
+    try:
+        for sid, _ in items:
+            if sid not in known:
+                try:
+                    known[sid] = gallery.template(sid, version) is not None
+                except GalleryError:  # a folder name that is not a valid student id
+                    known[sid] = False
+    finally:
+        gallery.engine.dispose()
+    kept = [item for item in items if known[item[0]]]
+    if not kept:
+        raise CanaryError(
+            f"none of the {len(known)} students in the check-in photos is enrolled for {version}",
+            code="no_enrolled_students",
+        )
+    return kept
+
+
 def split(n: int, percent: int) -> list[bool]:
     """Which of ``n`` requests go to the canary: exactly ``floor(n * percent / 100)``, spread evenly."""
     return [(i + 1) * percent // 100 > i * percent // 100 for i in range(n)]
@@ -544,7 +570,7 @@ def local_canary(
     Args:
         champion: The serving model (bundle directory or ``models:/`` URI).
         challenger: The candidate.
-        photos: Check-in photos by student id; the students must be enrolled in the gallery.
+        photos: Check-in photos by student id; students not enrolled in the gallery are left out.
         gallery_url: The gallery's SQLAlchemy URL; ``FACEGATE_GALLERY_KEYS`` must be set.
         percent: Share of check-ins sent to the challenger (1-99).
         policy: Analysis thresholds.
@@ -568,7 +594,7 @@ def local_canary(
     p = policy or CanaryPolicy()
     versions = {"champion": bundle_version(champion), "challenger": bundle_version(challenger)}
     require_templates(gallery_url, versions["challenger"], baseline_version=versions["champion"])
-    items = _checkins(Path(photos))
+    items = _enrolled(_checkins(Path(photos)), gallery_url, versions["champion"])
     n = requests or max(len(items), math.ceil(p.min_requests * 100 / min(percent, 100 - percent)))
     routes = split(n, percent)
     batches: dict[str, list[tuple[str, Path]]] = {"champion": [], "challenger": []}

@@ -136,6 +136,7 @@ def inference_service(
 
 
 def _open_gallery(gallery: Gallery | str) -> Gallery:
+    """``gallery`` itself, or the gallery at that URL (keys from the environment, else a count-only key)."""
     if not isinstance(gallery, str):
         return gallery
     from facegate.serve.gallery import Gallery, GalleryError, KeyRing
