@@ -21,14 +21,17 @@ from components import steps
 NAME = "facegate-training"
 #: A small raw set every facegate image carries is not a thing; the demo and the tests pass their own URI.
 DEFAULT_DATASET = "s3://facegate-datasets/checkin/raw"
-DEFAULT_SETS = [{"name": "holdout", "pairs": "holdout"}]
+DEFAULT_SETS = ["holdout"]
 # Names shared with manifests/ (the Kubeflow profile namespace holds them).
 ENV_CONFIGMAP = "facegate-pipeline-env"
 ENV_KEYS = ("MLFLOW_TRACKING_URI", "FACEGATE_STORAGE__URL", "FACEGATE_S3_ENDPOINT")
+# Secrets of the same names as the Helm chart's `secrets.*.existingSecret` defaults (created by the operator).
 SECRETS = {
-    "facegate-s3": {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY"},
-    "facegate-gallery": {"url": "FACEGATE_SERVE__GALLERY_URL", "keys": "FACEGATE_GALLERY_KEYS"},
+    "facegate-s3": {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+    "facegate-gallery-db": {"url": "FACEGATE_SERVE__GALLERY_URL"},
+    "facegate-gallery-keys": {"keys": "FACEGATE_GALLERY_KEYS"},
 }
+GALLERY_SECRETS = ("facegate-gallery-db", "facegate-gallery-keys")
 GPU_NODE = ("nvidia.com/gpu.product", "Tesla-V100-PCIE-32GB")
 
 
@@ -42,7 +45,7 @@ def wire(
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
     kubernetes.use_config_map_as_env(task, ENV_CONFIGMAP, {k: k for k in ENV_KEYS})
     for name, keys in SECRETS.items():
-        if name != "facegate-gallery" or gallery:
+        if name not in GALLERY_SECRETS or gallery:
             kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys)
     if gpu:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)

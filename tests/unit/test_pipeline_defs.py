@@ -58,8 +58,9 @@ def test_training_pipeline_shape() -> None:
     assert platform["exec-train"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "Tesla-V100-PCIE-32GB"}
     assert platform["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     secrets = {s["secretName"] for e in platform.values() for s in e.get("secretAsEnv", [])}
-    assert secrets == {"facegate-s3", "facegate-gallery"}
-    assert "facegate-gallery" not in {s["secretName"] for s in platform["exec-train"]["secretAsEnv"]}
+    assert secrets == {"facegate-s3", "facegate-gallery-db", "facegate-gallery-keys"}
+    assert {s["secretName"] for s in platform["exec-train"]["secretAsEnv"]} == {"facegate-s3"}
+    assert "facegate-gallery-keys" in {s["secretName"] for s in platform["exec-reindex"]["secretAsEnv"]}
     text = (REPO / "pipelines" / "training.yaml").read_text().lower()
     for word in ("password", "secret_key", "access_key"):
         assert f"{word}:" not in text

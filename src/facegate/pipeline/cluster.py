@@ -39,8 +39,8 @@ TRAIN_RUNTIME = "facegate-ddp-v100"
 RAY_CLUSTER = "facegate-tune"
 #: Environment every job gets from Secrets: object storage (bundles, datasets) and the MLflow server's address.
 SECRET_ENV = {
-    "AWS_ACCESS_KEY_ID": ("facegate-s3", "access-key"),
-    "AWS_SECRET_ACCESS_KEY": ("facegate-s3", "secret-key"),
+    "AWS_ACCESS_KEY_ID": ("facegate-s3", "AWS_ACCESS_KEY_ID"),
+    "AWS_SECRET_ACCESS_KEY": ("facegate-s3", "AWS_SECRET_ACCESS_KEY"),
 }
 CONFIG_ENV = ("MLFLOW_TRACKING_URI", "FACEGATE_STORAGE__URL", "FACEGATE_S3_ENDPOINT")
 ENV_CONFIGMAP = "facegate-pipeline-env"

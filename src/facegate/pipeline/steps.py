@@ -41,9 +41,10 @@ __all__ = [
     "tune_step",
 ]
 
-#: A verification set: ``{"name": ..., "pairs": PATH | "holdout", "images": PATH (optional)}``. ``"holdout"`` means
-#: every pair of the photos the ingest step held out of training.
-VerificationSet = dict[str, str]
+#: A verification set: ``"holdout"`` (every pair of the photos the ingest step held out of training), or
+#: ``"[NAME=]PAIRS[|IMAGES]"``: a pairs file (LFW ``pairs.txt``, insightface ``.bin`` or CSV) and its image root.
+#: Strings, not dicts: KFP stores dict defaults as protobuf maps, whose key order would make compiles differ.
+VerificationSet = str
 HOLDOUT = "holdout"
 ROC_POINTS = 200  # the KFP UI draws the ROC from a table; a few hundred points are plenty and keep the MLMD row small
 
@@ -340,7 +341,9 @@ def _pairsets(sets: Sequence[VerificationSet], holdout_dir: str | None) -> list[
 
     out = []
     for spec in sets:
-        name, pairs = spec.get("name") or spec.get("pairs", "?"), spec.get("pairs", "")
+        name, _sep, rest = spec.partition("=") if "=" in spec.split("|")[0] else ("", "", spec)
+        pairs, _, images = rest.partition("|")
+        name = name or (HOLDOUT if pairs == HOLDOUT else Path(pairs).stem)
         if pairs == HOLDOUT:
             if not holdout_dir:
                 raise DataError("the 'holdout' verification set needs the ingest step's held-out faces")
@@ -348,7 +351,7 @@ def _pairsets(sets: Sequence[VerificationSet], holdout_dir: str | None) -> list[
             _all_pairs_csv(Path(holdout_dir), csv_path)
             out.append((name, load_csv_pairs(csv_path, holdout_dir)))
         else:
-            out.append((name, load_pairs(pairs, spec.get("images") or None)))
+            out.append((name, load_pairs(pairs, images or None)))
     if not out:
         raise DataError("no verification set configured")
     return out
