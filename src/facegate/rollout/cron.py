@@ -25,9 +25,12 @@ __all__ = ["IMAGE", "NAME", "reevaluate_cron_workflow", "reevaluate_cron_yaml"]
 
 NAME = "facegate-reevaluate"
 IMAGE = f"ghcr.io/facegate/facegate-pipeline:{__version__}"
-#: Shared with the KFP pipelines (pipelines/training.py) and manifests/: the namespace's config and credentials.
+#: Shared with the KFP pipelines (pipelines/training.py), the Helm chart and manifests/: config and credentials.
 ENV_CONFIGMAP = "facegate-pipeline-env"
-S3_SECRET = ("facegate-s3", {"AWS_ACCESS_KEY_ID": "access-key", "AWS_SECRET_ACCESS_KEY": "secret-key"})
+S3_SECRET = (
+    "facegate-s3",
+    {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+)
 SCHEDULE = "30 2 * * *"  # nightly, before the first exam session's check-ins
 
 _REEVALUATE = """\
