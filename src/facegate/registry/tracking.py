@@ -229,6 +229,6 @@ def log_trained_model(bundle: Path, cfg: TrainConfig, val_report_dir: Path | Non
         serialization_format="pickle",
         code_paths=[str(Path(facegate.__file__).parent)],
         pip_requirements=[installable_requirement("torch", torch.__version__), f"numpy=={np.__version__}"],
-        metadata={"torch_build": torch.__version__},
+        metadata={"torch_build": str(torch.__version__)},  # TorchVersion is a str subclass YAML cannot dump
         input_example=example,
     )
