@@ -37,6 +37,8 @@ def test_export_all_formats_pass_parity(bundle, tmp_path):
         assert meta["format"] == fmt
         assert meta["source"]["version"] == "tiny_cpu-step24"
         assert meta["parity"]["cosine_mean"] >= convert.COSINE_GATE[fmt]
+        assert meta["input_convention"].startswith("insightface")  # (x - 127.5) / 127.5 on RGB, inside the graph
+        assert (meta["model_kwargs"]["mean"], meta["model_kwargs"]["std"]) == (127.5, 127.5)
         emb = load_embedder(tmp_path / "out" / fmt)
         out = emb.embed(faces[:3])
         assert out.shape == (3, 64)  # tiny config: 64-d

@@ -71,14 +71,27 @@ def parity(source: Embedder, exported: Embedder, faces: np.ndarray, batch_size: 
     }
 
 
+#: What every exported graph takes: insightface's standard input, ``(x - 127.5) / 127.5`` of RGB pixels, NCHW
+#: float32 (what ``insightface.model_zoo.ArcFaceONNX`` and most tools feed an ArcFace-style ONNX).
+EXPORT_INPUT_MEAN = 127.5
+EXPORT_INPUT_STD = 127.5
+EXPORT_INPUT_CONVENTION = "insightface: RGB, NCHW float32, (x - 127.5) / 127.5"
+
+
 def export_onnx(source: Embedder, path: Path, opset: int = 17) -> Path:
-    """Write the source network as ONNX with a dynamic batch and an input named ``data`` (insightface's name)."""
+    """Write the source network as ONNX with a dynamic batch and an input named ``data`` (insightface's name).
+
+    Whatever the source network expects, the graph takes insightface's standard input
+    (:data:`EXPORT_INPUT_MEAN`, :data:`EXPORT_INPUT_STD`): the conversion to the network's own convention is inside
+    the graph, so insightface's ``ArcFaceONNX`` and facegate's runtimes get the same embedding from the same file.
+    """
     from facegate.models.sface import SFaceEmbedder
     from facegate.models.torch_embedder import TorchEmbedder
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(source, SFaceEmbedder):
-        return _clean_onnx_inputs(source.weights, path)  # already ONNX with input "data"
+        _clean_onnx_inputs(source.weights, path)  # already ONNX with input "data"
+        return _standard_input(path, source.input_mean, source.input_std)
     if not isinstance(source, TorchEmbedder):
         raise ModelError(f"cannot export a {type(source).__name__} to ONNX")
     import torch
@@ -97,6 +110,55 @@ def export_onnx(source: Embedder, path: Path, opset: int = 17) -> Path:
             opset_version=opset,
             dynamo=False,
         )
+    return _standard_input(path, source.input_mean, source.input_std)
+
+
+def _standard_input(path: Path, mean: float, std: float) -> Path:
+    """Rewrite ``path`` in place to take insightface's standard input and to load without warnings.
+
+    A network that expects ``(p - mean) / std`` of pixels ``p`` gets, in front of its first node,
+    ``y = data * (127.5 / std) + (127.5 - mean) / std``, which is exactly that for ``data = (p - 127.5) / 127.5``.
+    The two nodes' names avoid insightface's ``Sub``/``Mul`` prefixes, by which it guesses an mxnet model that
+    normalises itself. Initializers listed as graph inputs are dropped, and stale intermediate shapes (a batch
+    fixed at 1) are cleared so the output keeps its dynamic batch: ONNX Runtime warned about both on every load.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    keep = [i for i in graph.input if i.name not in inits]
+    del graph.input[:]
+    graph.input.extend(keep)
+    del graph.value_info[:]
+    for value in (graph.input[0], *graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    scale, shift = EXPORT_INPUT_STD / std, (EXPORT_INPUT_MEAN - mean) / std
+    if scale != 1.0 or shift != 0.0:
+        data = graph.input[0].name
+        pixels = "facegate_network_input"
+        for node in graph.node:
+            node.input[:] = [pixels if name == data else name for name in node.input]
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(scale, dtype=np.float32), "facegate_input_scale_value"),
+                numpy_helper.from_array(np.array(shift, dtype=np.float32), "facegate_input_shift_value"),
+            ]
+        )
+        front = [
+            helper.make_node(
+                "Mul", [data, "facegate_input_scale_value"], ["facegate_scaled"], name="facegate_input_scale"
+            ),
+            helper.make_node(
+                "Add", ["facegate_scaled", "facegate_input_shift_value"], [pixels], name="facegate_input_shift"
+            ),
+        ]
+        nodes = front + list(graph.node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
     return path
 
 
@@ -239,7 +301,8 @@ def export_model(
                 f"(e.g. {next(iter(src_eval['failed_images'].items()))}); fix the pair set first"
             )
         report.source_evaluation = {k: src_eval[k] for k in ("accuracy", "auc", "eer", "threshold_target_far")}
-    kw = {"mean": source.input_mean, "std": source.input_std, "embedding_size": source.embedding_size}
+    # Every exported graph takes insightface's input (the conversion is inside the graph); the bundle says so.
+    kw = {"mean": EXPORT_INPUT_MEAN, "std": EXPORT_INPUT_STD, "embedding_size": source.embedding_size}
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         work = Path(tmp)
         onnx_path = export_onnx(source, work / "onnx" / "model.onnx")
@@ -251,7 +314,7 @@ def export_model(
                 weights, kind = onnx_path, "onnx"
             elif fmt == "openvino-int8":
                 weights, kind = (
-                    _quantize(onnx_path, fdir / "model.xml", calib_faces, source.input_mean, source.input_std),
+                    _quantize(onnx_path, fdir / "model.xml", calib_faces, EXPORT_INPUT_MEAN, EXPORT_INPUT_STD),
                     "openvino",
                 )
             else:
@@ -300,6 +363,7 @@ def export_model(
                 "version": f"{source.version}-{fmt}",
                 "format": fmt,
                 "model_kwargs": kw,
+                "input_convention": EXPORT_INPUT_CONVENTION,
                 "threshold": threshold,
                 "threshold_source": threshold_source,
                 "target_far": target_far,
