@@ -50,7 +50,7 @@ def server(lfw, photos, tmp_path_factory) -> Iterator[dict[str, object]]:  # typ
     }
     log = (tmp / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "facegate", "serve", "--model", str(bundle), "--port", str(port)],
+        [sys.executable, "-m", "facegate", "serve", "--model", str(bundle), "--port", str(port), "--metrics-port", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -119,6 +119,15 @@ def test_triton_client_against_served_openvino_verifier(server, photos):
         _infer(client, same, b"nobody", kiosk, True)
     assert "404" in str(err.value)
     client.close()
+
+    # /metrics: not on the API port; on its own loopback port, which the "starting" log line names.
+    assert httpx.get(url + "/metrics").status_code == 404
+    starting = next(
+        json.loads(line) for line in Path(str(server["log"])).read_text().splitlines() if '"starting"' in line
+    )
+    assert starting["metrics_url"].startswith("http://127.0.0.1:")
+    metrics = httpx.get(starting["metrics_url"], timeout=10).text
+    assert 'facegate_decisions_total{decision="accept"' in metrics
 
     proc = server["proc"]
     assert isinstance(proc, subprocess.Popen)
