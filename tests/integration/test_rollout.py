@@ -14,6 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from facegate.errors import FacegateError
 from facegate.rollout import crds, kserve
 from facegate.serve.gallery import Gallery, KeyRing
 from tests.conftest import SHARED
@@ -226,3 +227,17 @@ def test_apply_is_a_server_side_apply_by_facegate_and_status_reads_traffic() -> 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_serve_process_that_cannot_start_says_why_and_cleans_up(tmp_path: Path) -> None:
+    from facegate.rollout.procs import ServeProcess
+
+    env = {"FACEGATE_GALLERY_KEYS": KeyRing.generate("k1"), "FACEGATE_HOME": str(tmp_path)}
+    proc = ServeProcess(tmp_path / "no-such-bundle", f"sqlite:///{tmp_path / 'g.db'}", env=env, start_timeout_s=60)
+    with pytest.raises(FacegateError) as err:
+        proc.start()
+    assert err.value.code == "serve_failed" and "no-such-bundle" in err.value.message
+    log = proc.log_path
+    proc.stop()
+    assert proc.proc is not None and proc.proc.returncode not in (None, 0)
+    assert not log.exists()  # its temporary log is gone

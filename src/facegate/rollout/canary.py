@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -600,9 +601,10 @@ def local_canary(
     batches: dict[str, list[tuple[str, Path]]] = {"champion": [], "challenger": []}
     for i, to_canary in enumerate(routes):
         batches["challenger" if to_canary else "champion"].append(items[i % len(items)])
-    servers = {"champion": ServeProcess(champion, gallery_url, env=env),
-               "challenger": ServeProcess(challenger, gallery_url, env=env)}  # fmt: skip
     with contextlib.ExitStack() as stack:
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="facegate-canary-")))
+        servers = {role: ServeProcess(model, gallery_url, env=env, log_path=logs / f"{role}.log")
+                   for role, model in (("champion", champion), ("challenger", challenger))}  # fmt: skip
         for s in servers.values():
             stack.callback(s.stop)
             s.launch()  # both load at once

@@ -76,6 +76,7 @@ class ServeProcess:
             self.env["FACEGATE_SERVE__METRICS_PORT"] = str(mport)
             self.metrics_url = f"http://127.0.0.1:{mport}/metrics"
         self.timeout = start_timeout_s
+        self._own_log = log_path is None  # a temporary log is removed on stop (errors quote its tail first)
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="facegate-serve-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
         self._deadline = 0.0
@@ -122,9 +123,9 @@ class ServeProcess:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > self._deadline:
+                tail = self.log_tail()  # before stop() removes a temporary log
                 self.stop()
-                raise FacegateError(f"facegate serve not ready in {self.timeout:.0f} s: {self.log_tail()}",
-                                    code="serve_failed")  # fmt: skip
+                raise FacegateError(f"facegate serve not ready in {self.timeout:.0f} s: {tail}", code="serve_failed")
             time.sleep(0.25)
         self.metrics_url = self._find_metrics()
         return self
@@ -149,15 +150,16 @@ class ServeProcess:
         raise FacegateError(f"no metrics endpoint answers for {self.url}", code="serve_failed")
 
     def stop(self) -> None:
-        """SIGTERM the server (this process only, by pid), then SIGKILL it if it is still there after 15 s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        """SIGTERM the server (this process only, by its handle), SIGKILL after 15 s; remove a temporary log."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> ServeProcess:
         return self if self.proc is not None else self.start()
