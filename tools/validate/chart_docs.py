@@ -183,6 +183,7 @@ def render(values_text: str) -> tuple[str, list[str]]:
 
 
 def table(values_text: str) -> str:
+    """The Markdown values table (key, type, default, description) for the chart README."""
     values = yaml.safe_load(values_text)
     docs = comments(values_text)
     rows = ["| Key | Type | Default | Description |", "|-----|------|---------|-------------|"]
@@ -194,6 +195,7 @@ def table(values_text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write (or with --check, verify) values.schema.json and the README table; 1 when stale or undocumented."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail instead of writing when a file is stale")
     parser.add_argument("--chart", type=Path, default=CHART)

@@ -1,5 +1,7 @@
-"""Validate rendered Kubernetes objects offline: built-in kinds with kubernetes-validate, CRD kinds against the
-openAPIV3Schema of the CRDs in a directory (../shared/crds), both strict about unknown fields.
+"""Validate rendered Kubernetes objects offline, strict about unknown fields.
+
+Built-in kinds go through kubernetes-validate, CRD kinds through the openAPIV3Schema of the CRDs in a directory
+(../shared/crds).
 
 kubernetes-validate only warns (and exits 0) for kinds it has no schema for, and the API server silently prunes
 unknown fields of a CRD object, so a misspelt `canaryTraficPercent` would deploy as "no canary". Here an object
@@ -70,6 +72,7 @@ def load_crds(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def documents(paths: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file name, object) for every non-empty YAML document of the files (- is stdin)."""
     for name in paths:
         text = sys.stdin.read() if name == "-" else Path(name).read_text()
         for doc in yaml.safe_load_all(text):
@@ -78,6 +81,7 @@ def documents(paths: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def check(doc: dict[str, Any], crds: dict[tuple[str, str], dict[str, Any]], k8s_version: str) -> list[str]:
+    """The problems of one object (empty when valid)."""
     api_version, kind = doc.get("apiVersion", ""), doc.get("kind", "")
     group = api_version.split("/")[0] if "/" in api_version else ""
     if (api_version, kind) in crds:
@@ -97,6 +101,7 @@ def check(doc: dict[str, Any], crds: dict[tuple[str, str], dict[str, Any]], k8s_
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Validate every object of the files; 1 when any is invalid (or there are none), 2 without the CRDs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crds", type=Path, required=True, help="directory of CustomResourceDefinition YAML files")
     parser.add_argument("--k8s-version", default="1.32", help="Kubernetes version of the built-in schemas")
