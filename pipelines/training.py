@@ -24,7 +24,7 @@ DEFAULT_DATASET = "s3://facegate-datasets/checkin/raw"
 DEFAULT_SETS = ["holdout"]
 # Names shared with manifests/ (the Kubeflow profile namespace holds them).
 ENV_CONFIGMAP = "facegate-pipeline-env"
-ENV_KEYS = ("MLFLOW_TRACKING_URI", "FACEGATE_STORAGE__URL", "FACEGATE_S3_ENDPOINT")
+ENV_KEYS = ("MLFLOW_TRACKING_URI", "FACEGATE_STORAGE__URL", "FACEGATE_S3_ENDPOINT", "FACEGATE_PROMETHEUS_URL")
 # Secrets of the same names as the Helm chart's `secrets.*.existingSecret` defaults (created by the operator).
 SECRETS = {
     "facegate-s3": {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},

@@ -6,6 +6,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -152,3 +153,54 @@ def test_submit_and_wait_follows_job_status() -> None:
     api = _FakeCustomObjects([{}] * 100)
     with pytest.raises(ClusterJobError, match="did not finish"):
         submit_and_wait(train_job(cfg, name="t2"), api=api, poll_s=0, timeout_s=0)
+
+
+class _FakeKfpClient:
+    """Records what `facegate pipeline run` (no --local) asks of kfp.Client."""
+
+    calls: ClassVar[list[tuple]] = []
+
+    def __init__(self, host=None, namespace=None):  # type: ignore[no-untyped-def]
+        self.calls.append(("init", host, namespace))
+
+    def get_pipeline_id(self, name):  # type: ignore[no-untyped-def]
+        self.calls.append(("get_pipeline_id", name))
+        return "pid-1"
+
+    def upload_pipeline_version(self, package, pipeline_version_name, pipeline_id):  # type: ignore[no-untyped-def]
+        text = Path(package).read_text()
+        self.calls.append(("upload_version", pipeline_id, "facegate-training" in text))
+        return type("V", (), {"pipeline_version_id": "vid-7"})()
+
+    def create_experiment(self, name, namespace=None):  # type: ignore[no-untyped-def]
+        self.calls.append(("experiment", name, namespace))
+        return type("E", (), {"experiment_id": "exp-3"})()
+
+    def run_pipeline(self, experiment_id, job_name, params, pipeline_id, version_id):  # type: ignore[no-untyped-def]
+        self.calls.append(("run", experiment_id, params, pipeline_id, version_id))
+        return type("R", (), {"run_id": "run-42"})()
+
+    def _get_url_prefix(self) -> str:
+        return "https://kubeflow.example.edu/pipeline"
+
+
+def test_remote_run_uploads_a_version_and_starts_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kfp
+    from typer.testing import CliRunner
+
+    from facegate.cli import app
+
+    monkeypatch.setattr(kfp, "Client", _FakeKfpClient)
+    _FakeKfpClient.calls = []
+    res = CliRunner().invoke(
+        app,
+        ["pipeline", "run", "training", "--host", "https://kfp.example", "--namespace", "facegate-ml",
+         "-p", "dataset_uri=s3://b/raw", "-p", "canary_percent=20"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "https://kubeflow.example.edu/pipeline/#/runs/details/run-42" in res.output
+    kinds = [c[0] for c in _FakeKfpClient.calls]
+    assert kinds == ["init", "get_pipeline_id", "upload_version", "experiment", "run"]
+    assert _FakeKfpClient.calls[2] == ("upload_version", "pid-1", True)
+    run = _FakeKfpClient.calls[-1]
+    assert run[1:] == ("exp-3", {"dataset_uri": "s3://b/raw", "canary_percent": 20}, "pid-1", "vid-7")
