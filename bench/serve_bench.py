@@ -6,8 +6,12 @@
 2. **Throughput**: 8 concurrent clients for ``--duration`` seconds, with micro-batching on (``max_batch`` 16) and off
    (``max_batch`` 1) in two server runs; requests/s, errors and the server's RSS growth.
 
+3. **Liveness cost** (when the MiniFASNet weights are in ../shared and torch is installed to convert them): the
+   liveness check alone in-process (two 80x80 networks on the detected face, OpenVINO), and the server's p50/p99
+   with ``serve.liveness`` off and on, so the cost per request is measured end to end as well.
+
 The model is an OpenVINO export of the SFace baseline (``--model`` takes any bundle). Prints one JSON object.
-Usage: ``python bench/serve_bench.py [--duration 60] [--latency-requests 200] [--model BUNDLE]``.
+Usage: ``python bench/serve_bench.py [--duration 60] [--latency-requests 200] [--model BUNDLE] [--liveness-only]``.
 """
 
 from __future__ import annotations
@@ -198,12 +202,50 @@ def in_process_peer(model: str, photo: bytes, template_photos: list[Path], n: in
     return {"p50_ms": round(statistics.median(times), 2), "n": len(times)}
 
 
+def liveness_cost(model: str, tmp: Path, photo: bytes, enrol: list[Path], n: int) -> dict[str, Any] | None:
+    """The liveness check's cost per request, alone and end to end (``None`` without weights or torch)."""
+    weights = SHARED / "models" / "minifasnet"
+    try:
+        import torch  # noqa: F401  (converting the published weights needs it; serving does not)
+    except ImportError:
+        return None
+    if not weights.is_dir():
+        return None
+    from facegate.data.imageio import decode_image
+    from facegate.faces.liveness import LivenessChecker, convert_from_photos
+    from facegate.faces.pipeline import FaceAligner
+    from facegate.faces.quality import select_face
+
+    bundle = tmp / "liveness"
+    convert_from_photos(weights, bundle, SHARED / "data" / "photos")
+    checker = LivenessChecker(bundle)
+    image = decode_image(photo)
+    aligner = FaceAligner()
+    box = select_face(aligner.detector.detect(image), image.shape, aligner.policy).box
+    times = [checker.timed_score(image, box)[1] * 1000 for _ in range(n + 10)][10:]
+    out: dict[str, Any] = {
+        "check_in_process": {"p50_ms": round(statistics.median(times), 2), "n": len(times)},
+        "score_of_the_check_in_photo": round(checker.score(image, box), 4),
+        "threshold": checker.threshold,
+    }
+    for label, env in (("server_off", {}), ("server_on", {"FACEGATE_SERVE__LIVENESS": "true",
+                                                          "FACEGATE_SERVE__LIVENESS_MODEL": str(bundle)})):  # fmt: skip
+        server = Server(model, tmp / f"liveness-{label}", 16, env)
+        try:
+            out[label] = latency_run(server, enroll_and_key(server, enrol), photo, n)
+        finally:
+            server.stop()
+    out["added_p50_ms"] = round(out["server_on"]["p50_ms"] - out["server_off"]["p50_ms"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of the 8-client throughput run")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--latency-requests", type=int, default=200)
     ap.add_argument("--model", default=None, help="bundle to serve (default: SFace exported to OpenVINO FP32)")
+    ap.add_argument("--liveness-only", action="store_true", help="only the liveness cost (3.), not 1. and 2.")
     args = ap.parse_args()
 
     photos = require(SHARED / "data" / "photos")
@@ -220,6 +262,10 @@ def main() -> None:
             model = str(Path(tmp) / "exp" / "openvino-fp32")
         result: dict[str, Any] = {"machine": machine(), "model": model if args.model else "sface openvino-fp32"}
         result["photo"] = {"size": "640x480", "jpeg_bytes": len(photo)}
+        result["liveness"] = liveness_cost(model, Path(tmp), photo, enrol, args.latency_requests)
+        if args.liveness_only:
+            print(json.dumps(result, indent=2))
+            return
         result["in_process_peer"] = in_process_peer(model, photo, enrol, args.latency_requests)
         runs = {}
         for label, max_batch in (("batched", 16), ("unbatched", 1)):

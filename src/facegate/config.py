@@ -112,6 +112,12 @@ class ServeSettings(_Frozen):
     body_timeout_s: float = Field(30.0, gt=0.0)
     keepalive_s: float = Field(5.0, gt=0.0)
     max_connections: int = Field(1000, ge=1)
+    #: Passive liveness (MiniFASNet) before verification, off by default: a liveness bundle made by
+    #: ``facegate liveness convert``; a face scoring under the threshold (the bundle's when unset) is a
+    #: ``reject`` with reason ``presentation_attack``.
+    liveness: bool = False
+    liveness_model: str = ""
+    liveness_threshold: float | None = Field(None, ge=0.0, le=1.0)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -36,7 +36,14 @@ import numpy as np
 from facegate.config import Settings
 from facegate.data.imageio import SERVE_FORMATS, ImageLimits, PixelBudget, decode_image, decoded_pixels
 from facegate.errors import FaceError, FacegateError, ImageError
-from facegate.faces.pipeline import AlignMode, FaceAligner, aligner_from_settings, limits_from_settings
+from facegate.faces.liveness import LivenessChecker, liveness_from_settings
+from facegate.faces.pipeline import (
+    AlignMode,
+    FaceAligner,
+    FaceCrop,
+    aligner_from_settings,
+    limits_from_settings,
+)
 from facegate.models.base import Embedder, load_embedder
 from facegate.serve.batching import MicroBatcher
 from facegate.serve.gallery import Gallery, check_student_id
@@ -112,6 +119,7 @@ class Runtime:
     batcher: MicroBatcher
     limits: ImageLimits
     executor: ThreadPoolExecutor
+    liveness: LivenessChecker | None = None
     _local: threading.local = field(default_factory=threading.local)
 
     def aligner(self) -> FaceAligner:
@@ -162,6 +170,7 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         batcher=MicroBatcher(embedder, max_batch=sv.max_batch, max_wait_s=sv.batch_wait_ms / 1000.0),
         limits=limits,
         executor=ThreadPoolExecutor(max_workers=sv.preprocess_threads, thread_name_prefix="facegate-pre"),
+        liveness=liveness_from_settings(settings),
     )
 
 
@@ -254,9 +263,12 @@ class _FacegateModel(Model):  # type: ignore[misc]
         return image
 
     def _align(self, image: np.ndarray, mode: AlignMode) -> np.ndarray:
+        return self._crop(image, mode).face
+
+    def _crop(self, image: np.ndarray, mode: AlignMode) -> FaceCrop:
         t0 = time.perf_counter()
         try:
-            return self.runtime.aligner().prepare(image, mode).face
+            return self.runtime.aligner().prepare(image, mode)
         finally:
             STAGE_SECONDS.labels("detect_align", self.runtime.embedder.name).observe(time.perf_counter() - t0)
 
@@ -332,7 +344,11 @@ class VerifierModel(_FacegateModel):
         face: np.ndarray | None = None
         reason, message = None, ""
         try:
-            face = await rt.run(self._align, image, "always")
+            crop = await rt.run(self._crop, image, "always")
+            face = crop.face
+            live = rt.liveness is None or crop.detection is None
+            if not live and not await rt.run(self._live, rt.liveness, image, crop.detection.box):
+                face, reason, message = None, "presentation_attack", "the liveness check did not pass"
         except FaceError as exc:
             reason = "low_quality" if exc.code in LOW_QUALITY else exc.code
             message = exc.message
@@ -349,6 +365,13 @@ class VerifierModel(_FacegateModel):
             raise UnknownStudentError(f"no enrolled template for this student and model version {version}")
         return _Check(protocol, rid, kiosk, student_id, template, started, face, reason=reason, message=message)
 
+    def _live(self, checker: LivenessChecker, image: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return checker.is_live(image, box)
+        finally:
+            STAGE_SECONDS.labels("liveness", self.runtime.embedder.name).observe(time.perf_counter() - t0)
+
     async def predict(self, check: _Check, headers: dict[str, str] | None = None) -> _Check:
         """Embed the aligned face through the micro-batcher."""
         if check.face is not None:
@@ -361,7 +384,8 @@ class VerifierModel(_FacegateModel):
         version, threshold = rt.embedder.version, rt.threshold
         score: float | None = None
         if check.embedding is None:
-            decision = "retry"
+            # A presentation attack is for a proctor to see, not something to try again.
+            decision = "reject" if check.reason == "presentation_attack" else "retry"
             reason = check.reason or "no_face"
         else:
             t0 = time.perf_counter()
