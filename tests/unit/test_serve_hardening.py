@@ -294,3 +294,18 @@ def test_insightface_bin_pickled_with_protocol_5(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps((blobs, [True, False], os.system), protocol=5))
     with pytest.raises(Exception, match="not allowed|not a readable"):
         load_bin(path)
+
+
+def test_embed_work_runs_at_lower_priority() -> None:
+    """Bulk (embed) images are decoded and aligned on threads that yield the CPU to kiosks' verifications."""
+    import threading
+
+    from facegate.serve.models import BULK_NICE, _bulk_executor
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pool = _bulk_executor(1)
+    try:
+        nice = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(10)
+    finally:
+        pool.shutdown()
+    assert nice >= min(19, max(base, BULK_NICE))

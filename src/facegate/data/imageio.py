@@ -174,11 +174,9 @@ def decode_image(
                 raise ImageError(f"{name}: {w}x{h} is smaller than {limits.min_side} pixels", code="too_small")
             if fmt in ("JPEG", "MPO"):
                 _check_jpeg_data(img, len(data), name)
-                if limits.max_side is not None and max(w, h) > limits.max_side:
-                    # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly: a 20-megapixel photo costs a fraction of
-                    # the time and memory, and detection never needed those pixels.
-                    scale = limits.max_side / max(w, h)
-                    img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly: a 20-megapixel photo costs a fraction of the
+                # time and memory, and detection (which runs at 640 pixels) never needed those pixels.
+                _draft(img, limits.max_side)
             dw, dh = img.size
             if budget is not None:
                 budget.charge(dw * dh, name)
@@ -206,13 +204,24 @@ def decoded_pixels(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) -> int:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if img.format in ("JPEG", "MPO") and limits.max_side is not None and max(w, h) > limits.max_side:
-                    scale = limits.max_side / max(w, h)
-                    img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+                if img.format in ("JPEG", "MPO"):
+                    _draft(img, limits.max_side)
                 return int(img.size[0] * img.size[1])
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
             return 0
+
+
+def _draft(img: Image.Image, max_side: int | None) -> None:
+    """Ask libjpeg for the least DCT scale (1/2, 1/4, 1/8) that brings the longest side within ``max_side``.
+
+    The result lies between half of ``max_side`` and ``max_side`` when a scale can reach it (1/8 at most; anything
+    still larger is downscaled after decoding).
+    """
+    w, h = img.size
+    if max_side is None or max(w, h) <= max_side:
+        return
+    scale = next((s for s in (2, 4, 8) if max(w, h) / s <= max_side), 8)
+    img.draft("RGB", (max(1, w // scale), max(1, h // scale)))
 
 
 def _check_jpeg_data(img: Image.Image, size: int, name: str) -> None:

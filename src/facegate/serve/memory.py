@@ -18,6 +18,7 @@ from typing import Any
 __all__ = ["Trimmer", "limit_arenas", "trim"]
 
 _M_ARENA_MAX = -8
+_M_MMAP_THRESHOLD = -3
 
 
 def _libc() -> Any:
@@ -34,10 +35,16 @@ def _libc() -> Any:
 _LIBC = _libc()
 
 
-def limit_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas (call before worker threads start)."""
+def limit_arenas(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
+    """Cap glibc's malloc arenas and fix its mmap threshold (call before worker threads start).
+
+    A fixed threshold keeps every buffer of 1 MiB or more (request bodies, decoded images) in its own mapping,
+    returned to the system when freed; glibc's default threshold rises to the largest buffer freed so far, after
+    which such buffers come from the heap and stay there.
+    """
     if _LIBC is not None:
         _LIBC.mallopt(_M_ARENA_MAX, arenas)
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
 
 
 def trim() -> None:

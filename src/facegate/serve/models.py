@@ -19,9 +19,11 @@ A student without a template for the serving model version gets 404 ``unknown_st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
 import threading
@@ -110,6 +112,8 @@ class Runtime:
         batcher: Micro-batcher in front of the embedder.
         limits: Image limits for requests.
         executor: Threads for decoding, detection and database work.
+        bulk: Threads for ``embed`` requests' images, at a lower OS priority, so a batch job (or a key flooding
+            heavy requests) yields the CPU to kiosks' verifications.
     """
 
     settings: Settings
@@ -120,6 +124,7 @@ class Runtime:
     limits: ImageLimits
     executor: ThreadPoolExecutor
     liveness: LivenessChecker | None = None
+    bulk: ThreadPoolExecutor = field(default_factory=lambda: _bulk_executor(2))
     _local: threading.local = field(default_factory=threading.local)
 
     def aligner(self) -> FaceAligner:
@@ -134,11 +139,29 @@ class Runtime:
         """Run blocking work on the runtime's threads."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def run_bulk(self, fn: Any, *args: Any) -> Any:
+        """Run blocking bulk work (``embed`` images) on the low-priority threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.bulk, fn, *args)
+
     def close(self) -> None:
         """Stop worker threads and release the database."""
         self.batcher.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.bulk.shutdown(wait=False, cancel_futures=True)
         self.gallery.engine.dispose()
+
+
+BULK_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Thread initializer: raise this thread's nice value (Linux schedules threads individually); best effort."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
+
+
+def _bulk_executor(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="facegate-bulk", initializer=_lower_priority)
 
 
 def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery | None = None) -> Runtime:
@@ -171,6 +194,7 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         limits=limits,
         executor=ThreadPoolExecutor(max_workers=sv.preprocess_threads, thread_name_prefix="facegate-pre"),
         liveness=liveness_from_settings(settings),
+        bulk=_bulk_executor(max(1, sv.preprocess_threads // 2)),
     )
 
 
@@ -474,7 +498,7 @@ class EmbedModel(_FacegateModel):
                     raise type(exc)(f"image {i}: {exc.message}", code=exc.code) from None
             return np.stack(faces)
 
-        faces = await self.runtime.run(prepare_all)
+        faces = await self.runtime.run_bulk(prepare_all)
         return _Batch(protocol, _request_id(payload, headers), faces)
 
     async def predict(self, batch: _Batch, headers: dict[str, str] | None = None) -> _Batch:
