@@ -55,13 +55,23 @@ def tune(
     samples: int,
     backend: str,
     data: Input[Dataset],
+    holdout: Input[Dataset],
     best_config: Output[Dataset],
     metrics: Output[Metrics],
 ) -> dict:
-    """Ray Tune search (Ray in the pod, or a KubeRay RayJob); writes the best training config."""
+    """Ray Tune search (Ray in the pod, or a KubeRay RayJob) validated on the held-out faces."""
     from facegate.pipeline.steps import tune_step
 
-    return tune_step(config, overrides, data.path, best_config.path, samples=samples, backend=backend, metrics=metrics)
+    return tune_step(
+        config,
+        overrides,
+        data.path,
+        best_config.path,
+        holdout_dir=holdout.path,
+        samples=samples,
+        backend=backend,
+        metrics=metrics,
+    )
 
 
 @component

@@ -43,6 +43,7 @@ def tuning(
                 samples=samples,
                 backend=tune_backend,
                 data=ing.outputs["train_data"],
+                holdout=ing.outputs["holdout_data"],
             ),
             cpu="4",
             memory="16G",

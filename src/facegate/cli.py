@@ -902,8 +902,6 @@ def pipeline_run(
             raise typer.BadParameter(f"{item!r}: expected key=value", param_hint="--param")
         params[key.strip()] = yaml.safe_load(raw)
     if local:
-        params.setdefault("train_backend", "local")
-        params.setdefault("rollout_target", "local")
         where = root or settings.home / "pipelines"
         where.mkdir(parents=True, exist_ok=True)
         log = where / f"{name}-last.log"
@@ -912,7 +910,8 @@ def pipeline_run(
             typer.echo(f"every step's full log: {log}")
         typer.echo(f"pipeline {name}: {run.state} in {run.seconds:.0f} s; artifacts under {run.where}")
         for task, out in run.outputs.items():
-            typer.echo(f"  {task}: " + ", ".join(f"{k} {v}" for k, v in out.items()))
+            text = ", ".join(f"{k} {v}" for k, v in out.items())
+            typer.echo(f"  {task}: " + (text if len(text) <= 160 else text[:157] + "..."))
     else:
         run = run_remote(name, params, host=host, namespace=namespace, experiment=experiment)
         typer.echo(f"started {name}: {run.where}")

@@ -86,6 +86,19 @@ def load_pipeline(name: str) -> tuple[Any, Path]:
     return pipe, path
 
 
+#: What ``--local`` means for the parameters that choose where heavy work runs (only those a pipeline has).
+LOCAL_DEFAULTS = {"train_backend": "local", "tune_backend": "local", "rollout_target": "local"}
+
+
+def _check_params(name: str, pipe: Any, params: dict[str, Any]) -> None:
+    known = set(pipe.component_spec.inputs or {})
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise PipelineError(
+            f"pipeline {name} has no parameter {', '.join(unknown)} (it has: {', '.join(sorted(known))})"
+        )
+
+
 def compile_pipeline(name: str, out: str | Path | None = None) -> Path:
     """Compile ``pipelines/NAME.py`` to YAML (beside it by default, as ``python pipelines/NAME.py`` does)."""
     from kfp import compiler
@@ -151,6 +164,7 @@ def run_local(
         name: Pipeline name (``training``, ``tuning``).
         params: Pipeline parameters.
         pipeline_root: Where the run's artifacts go (one folder per run, one per task inside).
+            Backends default to ``local`` (:data:`LOCAL_DEFAULTS`) unless ``params`` says otherwise.
         log_path: With ``echo``: the full log of every step goes here ...
         echo: ... and ``echo`` gets one line per step started and finished, and what each step says it did.
 
@@ -162,6 +176,9 @@ def run_local(
     from kfp import local
 
     pipe, _ = load_pipeline(name)
+    known = set(pipe.component_spec.inputs or {})
+    params = {**{k: v for k, v in LOCAL_DEFAULTS.items() if k in known}, **params}
+    _check_params(name, pipe, params)
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.iterdir()}
@@ -246,8 +263,9 @@ def run_remote(
 
     import kfp
 
-    client = kfp.Client(host=host or os.environ.get("KFP_HOST"), namespace=namespace)
     pipe, _ = load_pipeline(name)
+    _check_params(name, pipe, params)
+    client = kfp.Client(host=host or os.environ.get("KFP_HOST"), namespace=namespace)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(name, Path(tmp) / f"{name}.yaml")
         pipeline_name = getattr(pipe, "name", name)

@@ -279,6 +279,7 @@ def tune_step(
     data_dir: str,
     best_config_path: str,
     *,
+    holdout_dir: str | None = None,
     samples: int = 4,
     backend: str = "local",
     metrics: MetricsSink | None = None,
@@ -290,6 +291,8 @@ def tune_step(
         overrides: Overrides of the base config.
         data_dir: Aligned training faces.
         best_config_path: Output: the best config, ready for the training pipeline's ``config`` parameter.
+        holdout_dir: Held-out faces; when given, every trial validates on all their pairs (trials are ranked by
+            that accuracy; the config's own validation is used otherwise).
         samples: Trials.
         backend: ``local`` runs Ray in this process; ``rayjob`` submits a KubeRay ``RayJob`` and waits for it.
         metrics: The best accuracy and trial count.
@@ -297,7 +300,11 @@ def tune_step(
     import yaml
 
     with tempfile.TemporaryDirectory(prefix="facegate-tune-") as tmp:
-        base = _train_config(config, [*overrides, "data.kind=folder", f"data.path={data_dir}"])
+        val: list[str] = []
+        if holdout_dir:
+            _all_pairs_csv(Path(holdout_dir), Path(tmp) / "holdout.csv")
+            val = ["val.kind=pairs", f"val.pairs={Path(tmp) / 'holdout.csv'}", f"val.images={holdout_dir}"]
+        base = _train_config(config, [*overrides, *val, "data.kind=folder", f"data.path={data_dir}"])
         if backend == "rayjob":
             from facegate.pipeline.cluster import run_ray_job
 
@@ -310,7 +317,9 @@ def tune_step(
             best, best_acc, n = res.best_config, res.best_accuracy, len(res.trials)
         else:
             raise FacegateError(f"unknown tune backend {backend!r} (local | rayjob)", code="config_error")
-    best = {k: v for k, v in best.items() if k not in ("output",)}
+    # The trials' data and validation paths lived in this step's pod: the tuned config keeps the caller's.
+    caller = _train_config(config, overrides).to_dict()
+    best = {k: v for k, v in best.items() if k != "output"} | {"data": caller["data"], "val": caller["val"]}
     Path(best_config_path).parent.mkdir(parents=True, exist_ok=True)
     Path(best_config_path).write_text(yaml.safe_dump(best, sort_keys=False))
     _log(metrics, {"best_accuracy": best_acc, "trials": n})
