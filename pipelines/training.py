@@ -11,6 +11,7 @@ step lands on the V100 workers through a node selector and a toleration.
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
@@ -55,6 +56,39 @@ def wire(
     return task
 
 
+def evaluate_export_register(
+    ing: dsl.PipelineTask, tr: dsl.PipelineTask, sets: Any, target_far: Any
+) -> dsl.PipelineTask:
+    """The steps every pipeline runs after training: evaluate → export → register (as ``challenger``)."""
+    ev = wire(
+        steps.evaluate(
+            sets=sets, target_far=target_far, model=tr.outputs["model"], holdout=ing.outputs["holdout_data"]
+        ),
+        cpu="4",
+    )
+    ex = wire(
+        steps.export(
+            sets=sets,
+            target_far=target_far,
+            model=ev.outputs["evaluated_model"],
+            faces=ing.outputs["train_data"],
+            holdout=ing.outputs["holdout_data"],
+        ),
+        cpu="4",
+        memory="16G",
+    )
+    return wire(
+        steps.register(
+            training=tr.outputs["Output"],
+            evaluation=ev.outputs["Output"],
+            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            model=ex.outputs["exported_model"],
+        ),
+        cpu="1",
+        memory="2G",
+    )
+
+
 @dsl.pipeline(name=NAME, description="Train, evaluate, export and register a face model; canary it if it wins.")
 def training(
     dataset_uri: str = DEFAULT_DATASET,
@@ -74,36 +108,7 @@ def training(
         ing = wire(steps.ingest(dataset_uri=dataset_uri, holdout_per_identity=holdout_per_identity), cpu="4")
         tr = steps.train(config=config, overrides=overrides, backend=train_backend, data=ing.outputs["train_data"])
         wire(tr, cpu="8", memory="64G", gpu=True)
-        ev = wire(
-            steps.evaluate(
-                sets=verification_sets,
-                target_far=target_far,
-                model=tr.outputs["model"],
-                holdout=ing.outputs["holdout_data"],
-            ),
-            cpu="4",
-        )
-        ex = wire(
-            steps.export(
-                sets=verification_sets,
-                target_far=target_far,
-                model=ev.outputs["evaluated_model"],
-                faces=ing.outputs["train_data"],
-                holdout=ing.outputs["holdout_data"],
-            ),
-            cpu="4",
-            memory="16G",
-        )
-        reg = wire(
-            steps.register(
-                training=tr.outputs["Output"],
-                evaluation=ev.outputs["Output"],
-                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                model=ex.outputs["exported_model"],
-            ),
-            cpu="1",
-            memory="2G",
-        )
+        reg = evaluate_export_register(ing, tr, verification_sets, target_far)
         gate = wire(
             steps.gate(
                 challenger=reg.outputs["Output"],

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `components` and
 
 from components import steps
 
-from pipelines.training import DEFAULT_DATASET, DEFAULT_SETS, wire
+from pipelines.training import DEFAULT_DATASET, DEFAULT_SETS, evaluate_export_register, wire
 
 NAME = "facegate-tuning"
 
@@ -52,36 +52,7 @@ def tuning(
         wire(best, cpu="1", memory="1G")
         tr = steps.train(config=best.output, overrides=[], backend=train_backend, data=ing.outputs["train_data"])
         wire(tr, cpu="8", memory="64G", gpu=True)
-        ev = wire(
-            steps.evaluate(
-                sets=verification_sets,
-                target_far=target_far,
-                model=tr.outputs["model"],
-                holdout=ing.outputs["holdout_data"],
-            ),
-            cpu="4",
-        )
-        ex = wire(
-            steps.export(
-                sets=verification_sets,
-                target_far=target_far,
-                model=ev.outputs["evaluated_model"],
-                faces=ing.outputs["train_data"],
-                holdout=ing.outputs["holdout_data"],
-            ),
-            cpu="4",
-            memory="16G",
-        )
-        wire(
-            steps.register(
-                training=tr.outputs["Output"],
-                evaluation=ev.outputs["Output"],
-                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                model=ex.outputs["exported_model"],
-            ),
-            cpu="1",
-            memory="2G",
-        )
+        evaluate_export_register(ing, tr, verification_sets, target_far)
 
 
 if __name__ == "__main__":
