@@ -48,6 +48,15 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
         assert tags.get(key), key
     assert tags["gate.decision"] == "keep"
     assert json.loads(tags["config"])["model"]["backbone"] == "iresnet18"
+    # Typed artifacts the KFP UI draws: the ROC, every metric, and the HTML report with its plots embedded.
+    from pathlib import Path
+
+    run = Path(pipe["run"])
+    ev = json.loads((run / "evaluate" / "executor_output.json").read_text())["artifacts"]
+    roc = ev["roc"]["artifacts"][0]["metadata"]["confidenceMetrics"]
+    assert len(roc) >= 10 and {"falsePositiveRate", "recall", "confidenceThreshold"} <= set(roc[0])
+    assert 0.5 < ev["metrics"]["artifacts"][0]["metadata"]["holdout_accuracy"] <= 1.0
+    assert (run / "evaluate" / "report").read_text().count("data:image/png;base64,") == 2
 
     # The champion (SFace, from the registry) served the check-ins.
     serve = summary["serve"]
