@@ -131,3 +131,27 @@ def test_ansible_lint_rejects_a_bare_command(broken_tree: Callable[..., Path]) -
 def test_overlong_yaml_line_fails_yamllint(broken_tree: Callable[..., Path]) -> None:
     root = broken_tree("manifests/base/profile.yaml", lambda s: s + "# " + "a long comment " * 10 + "\n")
     assert_fails(run_step(root, "yaml"), "line too long")
+
+
+def test_broken_inventory_module_fails_terraform_test(broken_tree: Callable[..., Path]) -> None:
+    root = broken_tree(
+        "terraform/modules/inventory/main.tf", lambda s: s.replace('node_pool = "gpu-v100"', 'node_pool = "gpu"')
+    )
+    assert_fails(run_step(root, "terraform"), "GPU workers must be labelled for the gpu-v100 pool")
+
+
+def test_unknown_play_keyword_fails_the_syntax_check(broken_tree: Callable[..., Path]) -> None:
+    root = broken_tree(
+        "ansible/site.yml", lambda s: s.replace("  become: true\n", "  become: true\n  becom: true\n", 1)
+    )
+    assert_fails(run_step(root, "ansible"), "becom")
+
+
+def test_dockerfile_without_healthcheck_fails_checkov(broken_tree: Callable[..., Path]) -> None:
+    def drop_healthcheck(text: str) -> str:
+        lines = text.splitlines(keepends=True)
+        start = next(i for i, line in enumerate(lines) if line.startswith("HEALTHCHECK"))
+        return "".join(lines[:start] + lines[start + 2 :])
+
+    root = broken_tree("docker/serve.Dockerfile", drop_healthcheck)
+    assert_fails(run_step(root, "checkov-docker"), "CKV_DOCKER_2")
