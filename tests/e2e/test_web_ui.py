@@ -284,6 +284,19 @@ def test_kiosk_network_error_is_not_a_reject(face_browser: Browser, server: dict
     page.close()
 
 
+def test_kiosk_shows_a_presentation_attack_as_see_the_proctor(face_browser: Browser, server: dict[str, Any]) -> None:
+    # The verifier's answer for a spoof with liveness on (the server side: tests/integration/test_liveness.py).
+    outputs = {"decision": "reject", "reason": "presentation_attack", "message": "the liveness check did not pass",
+               "model_version": "v", "score": -1.0, "threshold": 0.36}  # fmt: skip
+    body = {"outputs": [{"name": k, "shape": [1], "datatype": "BYTES", "data": [v]} for k, v in outputs.items()]}
+    page = _kiosk(face_browser, server)
+    page.route("**/v2/models/verifier/infer", lambda route: route.fulfill(json=body))
+    assert _check_in(page, "S1") == "reject"
+    assert "see the proctor" in page.inner_text("#result-title")
+    assert "liveness" not in page.inner_text("#result-screen")
+    page.close()
+
+
 def test_pages_send_strict_security_headers(server: dict[str, Any], chromium: str) -> None:
     for path in ("/kiosk/", "/kiosk/kiosk.js", "/kiosk/api.js", "/console/", "/console/console.js"):
         r = httpx.get(server["url"] + path, timeout=10)

@@ -369,7 +369,9 @@ def liveness_from_settings(settings: Settings) -> LivenessChecker | None:
         return None
     if not sv.liveness_model:
         raise ModelError("serve.liveness is on but serve.liveness_model names no bundle", code="model_missing")
-    return LivenessChecker(sv.liveness_model, threshold=sv.liveness_threshold)
+    # One inference thread: the networks are tiny (80x80), and in a server the requests, not the threads of one
+    # inference, are what runs in parallel; more threads only contend with detection and embedding.
+    return LivenessChecker(sv.liveness_model, threshold=sv.liveness_threshold, threads=1)
 
 
 def convert_from_photos(
