@@ -284,6 +284,22 @@ def test_kiosk_network_error_is_not_a_reject(face_browser: Browser, server: dict
     page.close()
 
 
+def test_kiosk_request_timeout_has_a_clear_message(face_browser: Browser, server: dict[str, Any]) -> None:
+    page = _kiosk(face_browser, server)
+    page.clock.install()  # the page's timers run on a clock the test moves, so 15 s pass at once
+    page.route("**/v2/models/verifier/infer", lambda route: None)  # the verifier never answers
+    page.keyboard.type("S1")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#capture:enabled", state="visible", timeout=15000)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#busy-screen:not([hidden])")
+    page.clock.run_for(16_000)
+    page.wait_for_selector("#result-screen:not([hidden])", timeout=10000)
+    assert page.get_attribute("#result-screen", "data-result") == "error"
+    assert "took too long" in page.inner_text("#result-title")
+    page.close()
+
+
 def test_kiosk_shows_a_presentation_attack_as_see_the_proctor(face_browser: Browser, server: dict[str, Any]) -> None:
     # The verifier's answer for a spoof with liveness on (the server side: tests/integration/test_liveness.py).
     outputs = {"decision": "reject", "reason": "presentation_attack", "message": "the liveness check did not pass",
