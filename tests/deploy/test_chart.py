@@ -54,6 +54,10 @@ def test_chameleon_renders_v100_placement_canary_and_servicemonitor(render: Rend
     monitor = one(objects, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The canary analysis tells versions apart by this target label (facegate.rollout.canary).
+    relabel = monitor["spec"]["endpoints"][0]["relabelings"][0]
+    assert relabel["targetLabel"] == "facegate_model_version"
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_facegate_io_model_version"]
 
 
 @pytest.mark.parametrize("values", VALUES_FILES)
