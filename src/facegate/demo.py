@@ -237,6 +237,7 @@ def register_champion(settings: Settings, work: Path, aligned: Path) -> str:
 def pipeline_demo(work: Path, raw: Path) -> dict[str, Any]:
     """Run the training pipeline locally on the raw demo photos; returns the gate's decision and where things are."""
     import os
+    import sys
 
     from facegate.pipeline.runner import find_pipeline, run_local
     from facegate.serve.gallery import KeyRing
@@ -262,7 +263,9 @@ def pipeline_demo(work: Path, raw: Path) -> dict[str, Any]:
         "decision": run.outputs.get("gate", {}).get("output", "?"),
         "gate_report": str(report),
         "gate_markdown": report.read_text() if report.is_file() else "",
-        "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{(work / 'mlflow.db').resolve()} --host 127.0.0.1",
+        # The mlflow command beside this interpreter: it is there whether or not the venv is activated.
+        "mlflow_ui": f"{Path(sys.executable).with_name('mlflow')} ui "
+        f"--backend-store-uri sqlite:///{(work / 'mlflow.db').resolve()} --host 127.0.0.1",
     }
 
 

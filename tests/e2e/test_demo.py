@@ -37,7 +37,7 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     md = pipe["gate_markdown"]
     assert "KEEP the champion" in md and "McNemar" in md and "| accuracy |" in md
     assert "gate decision: KEEP the champion" in res.stdout and "McNemar" in res.stdout
-    assert "mlflow ui --backend-store-uri sqlite:///" in res.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in res.stdout and str(work.resolve()) in res.stdout
     from facegate.registry.models import list_versions
 
     versions = {v.version: v for v in list_versions(home=work)}
