@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -86,40 +80,18 @@ def test_registry_cli(home: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_serve_models_uri(home: Path, tmp_path: Path, photos: Path) -> None:
+def test_serve_models_uri(home: Path, tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`facegate serve --model models:/facegate@champion` serves the registered version and its threshold."""
-    from facegate.config import ServeSettings
     from facegate.registry.models import register_bundle
+    from facegate.rollout.procs import ServeProcess
     from facegate.serve.gallery import KeyRing
 
     register_bundle(_bundle(tmp_path / "b", "sface-served", 0.3), alias="champion")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    admin = secrets.token_urlsafe(24)
-    env = {**os.environ, "FACEGATE_GALLERY_KEYS": KeyRing.generate("k1"), "FACEGATE_ADMIN_KEY": admin}
-    if "metrics_port" in ServeSettings.model_fields:  # a free port, so parallel servers never collide
-        env["FACEGATE_SERVE__METRICS_PORT"] = "0"
-    log = (tmp_path / "serve.log").open("w")
-    cmd = [sys.executable, "-m", "facegate", "serve", "--model", "models:/facegate@champion", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {admin}"}
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 120 s"
-            time.sleep(0.3)
+    monkeypatch.setenv("FACEGATE_GALLERY_KEYS", KeyRing.generate("k1"))
+    gallery = f"sqlite:///{tmp_path / 'gallery.db'}"
+    with ServeProcess("models:/facegate@champion", gallery) as server:  # 127.0.0.1, stopped by its pid
         photo = base64.b64encode((photos / "train" / "obama" / "obama.jpg").read_bytes()).decode()
-        r = httpx.put(url + "/admin/v1/students/S1", json={"photos": [photo]}, headers=auth, timeout=60)
+        auth = {"Authorization": f"Bearer {server.admin_key}"}
+        r = httpx.put(server.url + "/admin/v1/students/S1", json={"photos": [photo]}, headers=auth, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == "sface-served"
-    finally:
-        proc.kill()  # only the process this test started
-        proc.wait(10)
-        log.close()
