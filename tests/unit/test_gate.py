@@ -90,3 +90,49 @@ def test_mismatched_pairs_are_refused(rng: np.random.Generator) -> None:
     y = _pairs(100, rng)
     with pytest.raises(ValueError, match="pairs differ"):
         compare_models(y, ModelScores("a", np.zeros(100)), ModelScores("b", np.zeros(99)))
+
+
+def test_significant_accuracy_but_chance_tar_gain_is_not_promoted() -> None:
+    """McNemar passes (many flips near the threshold) and TAR leads by two pairs: the paired bootstrap must say
+    the TAR gain is noise, and that alone keeps the champion."""
+    rng = np.random.default_rng(7)
+    n = 1000
+    y = np.repeat([True, False], n)
+    impostor = rng.uniform(-1.0, 0.5, n)
+    impostor[:2] = [0.95, 0.9]  # the FAR 1e-3 threshold sits at the top impostors
+    genuine = rng.uniform(0.6, 0.85, n)
+    genuine[:40] = rng.uniform(-0.2, 0.0, 40)  # champion misses these at threshold 0.1 ...
+    champ = np.concatenate([genuine, impostor])
+    chall = champ.copy()
+    chall[:40] = 0.3  # ... the challenger gets them right (McNemar: 40 vs 0 flips)
+    chall[40:42] = 0.97  # and only two genuine pairs pass the top impostor: a TAR lead of 2/1000
+    d = compare_models(y, ModelScores("a", champ, 0.1), ModelScores("b", chall, 0.1), GatePolicy(seed=3))
+    checks = d.numbers["checks"]
+    assert checks["accuracy"] and checks["tar"] and checks["mcnemar"], d.reasons
+    assert d.numbers["tar"]["gain"] == pytest.approx(2 / n)
+    assert d.numbers["mcnemar"]["p_value"] == pytest.approx(mcnemar_exact(0, 40))  # one-sided, exact
+    assert not checks["bootstrap"] and d.numbers["tar"]["gain_lower"] <= 0.0
+    assert not d.promote
+
+
+def test_far_of_one_over_n_stays_resolvable() -> None:
+    """49 impostors: 49 * (1/49) < 1 in floating point; the gate must still compare TAR at FAR 1/49."""
+    y = np.concatenate([np.ones(60, bool), np.zeros(49, bool)])
+    rng = np.random.default_rng(0)
+    good = np.where(y, rng.uniform(0.5, 1.0, y.size), rng.uniform(-1.0, 0.4, y.size))
+    d = compare_models(y, ModelScores("a", good * 0.1), ModelScores("b", good))
+    assert d.numbers["tar"]["challenger"] == 1.0
+
+
+def test_fitted_thresholds_judge_both_models_alike(rng: np.random.Generator) -> None:
+    """A challenger whose threshold was tuned on the gate pairs is not flattered: with `fitted`, both models are
+    judged at their own accuracy-optimal threshold on the pairs, whatever thresholds they carry."""
+    y = _pairs(1000, rng)
+    scores = _scores(y, 1.0, rng)
+    champ = ModelScores("a", scores, threshold=0.9)  # a deployment threshold that is poor on these pairs
+    chall = ModelScores("b", scores.copy(), threshold=0.0)  # the same model, threshold fitted on these pairs
+    deployed = compare_models(y, champ, chall, GatePolicy(thresholds="deployed"))
+    fitted = compare_models(y, champ, chall, GatePolicy(thresholds="fitted"))
+    assert deployed.numbers["accuracy"]["gain"] > 0.1  # the same scores "win" by their threshold alone
+    assert fitted.numbers["accuracy"]["gain"] == 0.0 and not fitted.promote
+    assert any("same rule for both" in r for r in fitted.reasons)

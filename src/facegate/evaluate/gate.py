@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -42,6 +42,10 @@ class GatePolicy:
         alpha: Significance level of the one-sided tests.
         bootstrap: Bootstrap resamples for the TAR gain's interval.
         seed: Bootstrap seed (the decision is reproducible).
+        thresholds: ``deployed`` judges each model's decisions at its own deployment threshold (as given);
+            ``fitted`` at each model's accuracy-optimal threshold on these very pairs, the same rule for both. Use
+            ``fitted`` when one model's deployment threshold was itself chosen on the gate pairs (a pipeline's
+            challenger): otherwise that model is flattered and the other is not.
     """
 
     margin: float = 0.0
@@ -49,6 +53,7 @@ class GatePolicy:
     alpha: float = 0.05
     bootstrap: int = 1000
     seed: int = 0
+    thresholds: Literal["deployed", "fitted"] = "deployed"
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,8 @@ def mcnemar_exact(only_a_right: int, only_b_right: int) -> float:
 
 def _resolvable_far(labels: np.ndarray, far: float) -> float:
     n_neg = int((~labels).sum())
-    return max(far, 1.0 / n_neg) if n_neg else far
+    # A hair above 1/n: n * (1/n) rounds below 1 for some n, and tar_at_far would then call it unresolvable.
+    return max(far, (1.0 + 1e-9) / n_neg) if n_neg else far
 
 
 def _tar(labels: np.ndarray, scores: np.ndarray, far: float) -> float:
@@ -181,10 +187,13 @@ def compare_models(
 
     notes: list[str] = []
     thresholds = {}
+    if policy.thresholds == "fitted":
+        notes.append("decisions at each model's accuracy-optimal threshold on these pairs (the same rule for both)")
     for role, m in (("champion", champion), ("challenger", challenger)):
-        if m.threshold is None:
+        if policy.thresholds == "fitted" or m.threshold is None:
             thresholds[role] = best_accuracy_threshold(y, m.scores)[0]
-            notes.append(f"the {role} has no deployment threshold: its best threshold on these pairs is used")
+            if policy.thresholds == "deployed":
+                notes.append(f"the {role} has no deployment threshold: its best threshold on these pairs is used")
         else:
             thresholds[role] = float(m.threshold)
     right_a = (a >= thresholds["champion"]) == y

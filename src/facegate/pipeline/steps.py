@@ -622,14 +622,16 @@ def gate_step(
     from facegate.evaluate.runner import evaluate_pairs
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
     from facegate.models import load_embedder
-    from facegate.registry.models import RegistryError, get_version
+    from facegate.registry.models import NOT_REGISTERED, RegistryError, get_version
 
     settings = _settings()
     home = settings.home
     chall_v = get_version(challenger, home=home)
     try:
         champ_v = get_version(champion, home=home)
-    except RegistryError:
+    except RegistryError as exc:
+        if exc.code != NOT_REGISTERED:
+            raise
         champ_v = None
     pairsets = _pairsets(sets, holdout_dir)
     labels = np.concatenate([p.same for _, p in pairsets])
@@ -651,9 +653,10 @@ def gate_step(
             for _, p in pairsets
         ]
         scored[role] = ModelScores(v.uri, np.concatenate(parts), emb.default_threshold)
-    decision = compare_models(
-        labels, scored.get("champion"), scored["challenger"], GatePolicy(margin, target_far, alpha)
-    )
+    # The challenger's bundle threshold was chosen on these same pairs (evaluate/export): judge both models by the
+    # same fitted rule so neither is flattered.
+    policy = GatePolicy(margin, target_far, alpha, thresholds="fitted")
+    decision = compare_models(labels, scored.get("champion"), scored["challenger"], policy)
     text = decision.to_markdown()
     _say("gate: " + ("PROMOTE" if decision.promote else "KEEP the champion") + "; " + "; ".join(decision.reasons))
     n = decision.numbers
@@ -745,14 +748,16 @@ def canary_step(model: str, percent: int, *, target: str = "local", manifest_pat
     Returns:
         The model version string the canary serves.
     """
-    from facegate.registry.models import RegistryError, get_version
+    from facegate.registry.models import NOT_REGISTERED, RegistryError, get_version
     from facegate.rollout.kserve import canary, to_yaml
 
     settings = _settings()
     v = get_version(model, home=settings.home)
     try:
         baseline: str | None = get_version(f"models:/{v.name}@champion", home=settings.home).model_version
-    except RegistryError:
+    except RegistryError as exc:
+        if exc.code != NOT_REGISTERED:
+            raise
         baseline = None
     obj = canary(
         v.storage_uri,
@@ -788,14 +793,16 @@ def analyze_canary_step(
     Returns:
         ``"promote"`` or ``"rollback"``.
     """
-    from facegate.registry.models import RegistryError, get_version
+    from facegate.registry.models import NOT_REGISTERED, RegistryError, get_version
     from facegate.rollout.steps import analyze
 
     settings = _settings()
     chall = get_version(model, home=settings.home)
     try:
         champ = get_version(champion, home=settings.home)
-    except RegistryError:
+    except RegistryError as exc:
+        if exc.code != NOT_REGISTERED:
+            raise
         champ = None
     result = analyze(
         champion=champ,

@@ -11,7 +11,7 @@ Each version's tags hold what identifies it: its metrics, its threshold, the dat
 training config. ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` work wherever a bundle path does
 (:func:`facegate.models.load_embedder` resolves them through :func:`fetch_bundle`), so ``evaluate``, ``verify``,
 ``export`` and ``serve`` take either. Versions are immutable, so a fetched bundle is cached under
-``<home>/registry/NAME/VERSION`` and never downloaded twice; an alias is resolved to its version on every use,
+``<home>/registry/NAME/VERSION-RUN`` and never downloaded twice; an alias is resolved to its version on every use,
 since aliases move.
 
 The tracking store is ``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store under ``FACEGATE_HOME``
@@ -35,6 +35,7 @@ from facegate.registry.tracking import TELEMETRY_ENV, tracking_uri
 __all__ = [
     "ALIASES",
     "DEFAULT_NAME",
+    "NOT_REGISTERED",
     "RegisteredVersion",
     "RegistryError",
     "fetch_bundle",
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 DEFAULT_NAME = "facegate"
+#: ``RegistryError.code`` when a name, alias or version does not exist (as opposed to a registry that failed).
+NOT_REGISTERED = "not_registered"
 ALIASES = ("champion", "challenger")
 EXPERIMENT = "facegate-registry"
 _URI = re.compile(r"^models:/(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
@@ -162,7 +165,14 @@ def get_version(ref: str, *, home: str | Path | None = None) -> RegisteredVersio
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as exc:
         what = f"alias {alias!r}" if alias else f"version {version}"
-        raise RegistryError(f"{ref}: no {what} of registered model {name!r} ({_short(exc)})") from None
+        # Only "it does not exist" may read as "nothing registered": an unreachable or broken registry must never
+        # look like an empty one (a gate would then promote without comparing).
+        missing = exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc)
+        )
+        if missing:
+            raise RegistryError(f"{ref}: no {what} of registered model {name!r}", code=NOT_REGISTERED) from None
+        raise RegistryError(f"{ref}: the registry did not answer ({_short(exc)})") from None
     return _version_from(mv)
 
 
@@ -275,7 +285,8 @@ def fetch_bundle(ref: str, *, home: str | Path | None = None) -> Path:
 
     mv = get_version(ref, home=home)
     root = Path(home if home is not None else registry_home()) / "registry" / mv.name
-    final = root / mv.version
+    # Keyed by version *and* run: a reset or different store reuses version numbers, never run ids.
+    final = root / f"{mv.version}-{(mv.run_id or 'norun')[:12]}"
     if (final / BUNDLE_FILE).is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
