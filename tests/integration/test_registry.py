@@ -54,12 +54,25 @@ def test_alias_round_trip_and_models_uri(home: Path, tmp_path: Path) -> None:
     set_alias("facegate", "champion", "1")
     assert get_version("models:/facegate@champion").model_version == "sface-a"
 
-    with pytest.raises(RegistryError, match="no alias 'nobody'"):
+    with pytest.raises(RegistryError, match="no alias 'nobody'") as missing:
         get_version("models:/facegate@nobody")
+    assert missing.value.code == "not_registered"
     with pytest.raises(RegistryError, match="expected models:/NAME@ALIAS"):
         get_version("models:/facegate")
     with pytest.raises(RegistryError):
         set_alias("facegate", "champion", "99")
+
+
+def test_unreachable_registry_is_not_an_empty_one(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gate must never read "the registry did not answer" as "no champion yet" (it would promote unchecked)."""
+    from facegate.registry.models import RegistryError, get_version
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(RegistryError) as err:
+        get_version("models:/facegate@champion")
+    assert err.value.code == "registry_error" and "did not answer" in err.value.message
 
 
 def test_registry_cli(home: Path, tmp_path: Path) -> None:
@@ -76,7 +89,7 @@ def test_registry_cli(home: Path, tmp_path: Path) -> None:
     out = runner.invoke(app, ["registry", "alias", "challenger", "1"])
     assert out.exit_code == 0 and "facegate@challenger -> models:/facegate/1" in out.output
     out = runner.invoke(app, ["registry", "show", "models:/facegate@nope"])
-    assert out.exit_code == 2 and "[registry_error]" in out.output
+    assert out.exit_code == 2 and "[not_registered]" in out.output
 
 
 @pytest.mark.e2e
