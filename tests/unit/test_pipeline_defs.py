@@ -195,7 +195,8 @@ def test_remote_run_uploads_a_version_and_starts_a_run(monkeypatch: pytest.Monke
     res = CliRunner().invoke(
         app,
         ["pipeline", "run", "training", "--host", "https://kfp.example", "--namespace", "facegate-ml",
-         "-p", "dataset_uri=s3://b/raw", "-p", "canary_percent=20"],
+         "-p", "dataset_uri=s3://b/raw", "-p", "canary_percent=20", "-p", "target_far=1e-3", "-p", "gate_margin=0",
+         "-p", "overrides=epochs=1"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "https://kubeflow.example.edu/pipeline/#/runs/details/run-42" in res.output
@@ -203,4 +204,11 @@ def test_remote_run_uploads_a_version_and_starts_a_run(monkeypatch: pytest.Monke
     assert kinds == ["init", "get_pipeline_id", "upload_version", "experiment", "run"]
     assert _FakeKfpClient.calls[2] == ("upload_version", "pid-1", True)
     run = _FakeKfpClient.calls[-1]
-    assert run[1:] == ("exp-3", {"dataset_uri": "s3://b/raw", "canary_percent": 20}, "pid-1", "vid-7")
+    # Command-line values become the declared KFP types (YAML alone reads 1e-3 as a string, 0 as an int).
+    params = {"dataset_uri": "s3://b/raw", "canary_percent": 20, "target_far": 1e-3, "gate_margin": 0.0,
+              "overrides": ["epochs=1"]}  # fmt: skip
+    assert run[1:] == ("exp-3", params, "pid-1", "vid-7")
+    assert isinstance(run[2]["gate_margin"], float)
+    for bad in ("canary_percent=ten", "target_far=low", "nope=1"):
+        res = CliRunner().invoke(app, ["pipeline", "run", "training", "-p", bad])
+        assert res.exit_code == 2 and "[pipeline_error]" in res.output, res.output

@@ -90,13 +90,52 @@ def load_pipeline(name: str) -> tuple[Any, Path]:
 LOCAL_DEFAULTS = {"train_backend": "local", "tune_backend": "local", "rollout_target": "local"}
 
 
-def _check_params(name: str, pipe: Any, params: dict[str, Any]) -> None:
-    known = set(pipe.component_spec.inputs or {})
-    unknown = sorted(set(params) - known)
+def _check_params(name: str, pipe: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Refuse unknown parameters and coerce the known ones to their declared KFP type.
+
+    Command-line values arrive as YAML scalars (``1e-3`` is a string to YAML, ``0`` an int where KFP wants a
+    float, ``epochs=1`` a string where it wants a list); a wrong type would otherwise surface as a kfp traceback.
+
+    Raises:
+        PipelineError: On an unknown parameter or a value that is not of (or convertible to) the declared type.
+    """
+    import yaml
+
+    inputs = pipe.component_spec.inputs or {}
+    unknown = sorted(set(params) - set(inputs))
     if unknown:
         raise PipelineError(
-            f"pipeline {name} has no parameter {', '.join(unknown)} (it has: {', '.join(sorted(known))})"
+            f"pipeline {name} has no parameter {', '.join(unknown)} (it has: {', '.join(sorted(inputs))})"
         )
+    types: dict[str, type] = {
+        "Float": float,
+        "Integer": int,
+        "Boolean": bool,
+        "List": list,
+        "Dict": dict,
+        "String": str,
+    }
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        kind = str(inputs[key].type)
+        try:
+            if kind == "Float" and not isinstance(value, bool):
+                out[key] = float(value)
+            elif kind == "Integer" and not isinstance(value, bool) and float(value) == int(float(value)):
+                out[key] = int(float(value))
+            elif kind == "Boolean" and isinstance(value, str):
+                out[key] = {"true": True, "false": False}[value.lower()]
+            elif kind == "List" and isinstance(value, str):
+                out[key] = list(yaml.safe_load(value)) if value.lstrip().startswith("[") else [value]
+            elif kind == "String" and not isinstance(value, str):
+                out[key] = str(value)
+            else:
+                out[key] = value
+        except (ValueError, TypeError, KeyError, yaml.YAMLError):
+            raise PipelineError(f"parameter {key}: {value!r} is not a {kind.lower()}") from None
+        if kind in types and not isinstance(out[key], types[kind]):
+            raise PipelineError(f"parameter {key}: {value!r} is not a {kind.lower()}")
+    return out
 
 
 def compile_pipeline(name: str, out: str | Path | None = None) -> Path:
@@ -177,8 +216,7 @@ def run_local(
 
     pipe, _ = load_pipeline(name)
     known = set(pipe.component_spec.inputs or {})
-    params = {**{k: v for k, v in LOCAL_DEFAULTS.items() if k in known}, **params}
-    _check_params(name, pipe, params)
+    params = _check_params(name, pipe, {**{k: v for k, v in LOCAL_DEFAULTS.items() if k in known}, **params})
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.iterdir()}
@@ -264,7 +302,7 @@ def run_remote(
     import kfp
 
     pipe, _ = load_pipeline(name)
-    _check_params(name, pipe, params)
+    params = _check_params(name, pipe, params)
     client = kfp.Client(host=host or os.environ.get("KFP_HOST"), namespace=namespace)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(name, Path(tmp) / f"{name}.yaml")
