@@ -25,7 +25,13 @@ DEFAULT_DATASET = "s3://facegate-datasets/checkin/raw"
 DEFAULT_SETS = ["holdout"]
 # Names shared with manifests/ (the Kubeflow profile namespace holds them).
 ENV_CONFIGMAP = "facegate-pipeline-env"
-ENV_KEYS = ("MLFLOW_TRACKING_URI", "FACEGATE_STORAGE__URL", "FACEGATE_S3_ENDPOINT", "FACEGATE_PROMETHEUS_URL")
+ENV_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "FACEGATE_MLFLOW_ARTIFACTS_DESTINATION",
+    "FACEGATE_STORAGE__URL",
+    "FACEGATE_S3_ENDPOINT",
+    "FACEGATE_PROMETHEUS_URL",
+)
 # Secrets of the same names as the Helm chart's `secrets.*.existingSecret` defaults (created by the operator).
 SECRETS = {
     "facegate-s3": {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
@@ -100,6 +106,7 @@ def training(
     canary_percent: int = 10,
     holdout_per_identity: int = 2,
     train_backend: str = "local",
+    train_gpus: int = 1,
     rollout_target: str = "cluster",
 ) -> None:
     """The training pipeline (parameters as in the README's Pipelines section)."""
@@ -108,6 +115,7 @@ def training(
         ing = wire(steps.ingest(dataset_uri=dataset_uri, holdout_per_identity=holdout_per_identity), cpu="4")
         tr = steps.train(config=config, overrides=overrides, backend=train_backend, data=ing.outputs["train_data"])
         wire(tr, cpu="8", memory="64G", gpu=True)
+        tr.set_accelerator_limit(train_gpus)  # 0 with train_backend=trainjob: the job's workers hold the GPUs
         reg = evaluate_export_register(ing, tr, verification_sets, target_far)
         gate = wire(
             steps.gate(

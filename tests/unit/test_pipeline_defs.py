@@ -55,7 +55,8 @@ def test_training_pipeline_shape() -> None:
     assert images == {f"ghcr.io/facegate/facegate-pipeline:{__version__}"}
     # The train step asks for a GPU on the V100 workers; credentials come from Secrets, never parameters.
     train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
-    assert train["accelerator"]["resourceCount"] == "1"
+    # One GPU by default (train_gpus), 0 when a TrainJob's workers hold them instead.
+    assert "train_gpus" in train["accelerator"]["resourceCount"] and params["train_gpus"]["defaultValue"] == 1
     assert platform["exec-train"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "Tesla-V100-PCIE-32GB"}
     assert platform["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     secrets = {s["secretName"] for e in platform.values() for s in e.get("secretAsEnv", [])}
@@ -212,3 +213,49 @@ def test_remote_run_uploads_a_version_and_starts_a_run(monkeypatch: pytest.Monke
     for bad in ("canary_percent=ten", "target_far=low", "nope=1"):
         res = CliRunner().invoke(app, ["pipeline", "run", "training", "-p", bad])
         assert res.exit_code == 2 and "[pipeline_error]" in res.output, res.output
+
+
+def test_train_job_stages_inputs_and_fetches_the_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's pods cannot see the step pod's files: faces go through object storage, the config points at
+    where the job pulls them, and the bundle the job pushed comes back."""
+    from facegate.data.storage import open_storage
+    from facegate.pipeline.cluster import run_train_job
+    from facegate.train.config import load_train_config
+
+    store_root = tmp_path / "store"
+    monkeypatch.setenv("FACEGATE_STORAGE__URL", str(store_root))
+    faces = tmp_path / "faces" / "alice"
+    faces.mkdir(parents=True)
+    (faces / "0.jpg").write_bytes(b"face")
+    cfg = load_train_config(REPO / "configs" / "tiny_cpu.yaml", ["data.kind=folder", f"data.path={faces.parent}"])
+
+    class Api(_FakeCustomObjects):
+        def create_namespaced_custom_object(self, group, version, namespace, plural, body):  # type: ignore[no-untyped-def]
+            super().create_namespaced_custom_object(group, version, namespace, plural, body)
+            self.body = body
+            name = body["metadata"]["name"]  # what the job's rank 0 would push
+            open_storage(str(store_root)).put_bytes(f"runs/{name}/model/facegate.json", b'{"model": "x"}')
+
+    api = Api([{"conditions": [{"type": "Complete", "status": "True"}]}])
+    run_train_job(cfg, tmp_path / "model", api=api)
+    name = api.body["metadata"]["name"]
+    assert (store_root / "runs" / name / "inputs" / "data" / "alice" / "0.jpg").read_bytes() == b"face"
+    trainer = api.body["spec"]["trainer"]
+    env = {e["name"]: e for e in trainer["env"]}
+    assert yaml.safe_load(env["FACEGATE_TRAIN_CONFIG"]["value"])["data"]["path"] == "/work/inputs/data"
+    assert f"facegate data pull runs/{name}/inputs /work/inputs" in trainer["args"][0]
+    assert (tmp_path / "model" / "facegate.json").is_file()
+
+
+def test_proxied_mlflow_artifacts_map_to_their_object_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from facegate.registry.models import storage_uri_of
+
+    src = "mlflow-artifacts:/3/0123abcd/artifacts/bundle"
+    assert storage_uri_of(src) == src  # without the server's destination there is nothing to map to
+    monkeypatch.setenv("FACEGATE_MLFLOW_ARTIFACTS_DESTINATION", "s3://facegate/mlflow/")
+    assert storage_uri_of(src) == "s3://facegate/mlflow/3/0123abcd/artifacts/bundle"
+    assert (
+        storage_uri_of("mlflow-artifacts://mlflow:5000/3/x/artifacts/bundle")
+        == "s3://facegate/mlflow/3/x/artifacts/bundle"
+    )
+    assert storage_uri_of("s3://other/bundle") == "s3://other/bundle"

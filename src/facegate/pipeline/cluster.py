@@ -95,6 +95,7 @@ def train_job(
     prefix = f"runs/{name}"
     script = (
         'set -eu; printf "%s" "$FACEGATE_TRAIN_CONFIG" > /tmp/train.yaml; '
+        f"facegate data pull {prefix}/inputs /work/inputs; "
         f"torchrun --nnodes {nodes} --nproc_per_node {gpus_per_node} -m facegate train /tmp/train.yaml; "
         # Rank 0 of node 0 holds the bundle; the other nodes have nothing to push.
         f'if [ "${{PET_NODE_RANK:-0}}" = 0 ]; then facegate data push /work/run/model {prefix}/model; fi'
@@ -140,6 +141,7 @@ def ray_job(
     prefix = f"runs/{name}"
     entry = (
         'sh -c \'set -eu; printf "%s" "$FACEGATE_TRAIN_CONFIG" > /tmp/base.yaml; '
+        f"facegate data pull {prefix}/inputs /home/ray/work/inputs; "
         f"facegate tune /tmp/base.yaml --samples {int(samples)} --out /home/ray/tune; "
         f"facegate data push /home/ray/tune {prefix}/tune'"
     )
@@ -251,12 +253,34 @@ def _progress(status: dict[str, Any]) -> None:
     print(f"[facegate] job status: {status.get('jobStatus') or [c.get('type') for c in status.get('conditions', [])]}")
 
 
+def _stage_inputs(cfg: Any, prefix: str, workdir: str) -> Any:
+    """Upload the step pod's inputs to object storage; return the config pointing where the job pulls them.
+
+    A job's pods cannot see the step pod's files: training faces and validation pairs go under ``prefix/inputs``,
+    and the config's paths are rewritten to ``workdir/inputs/...``, where the job's first command pulls them.
+    """
+    store = _storage()
+    store.upload_dir(str(cfg.data.path), f"{prefix}/inputs/data")
+    updates: dict[str, Any] = {"data": cfg.data.model_copy(update={"path": f"{workdir}/inputs/data"})}
+    if cfg.val.kind == "pairs" and cfg.val.pairs:
+        store.put_file(f"{prefix}/inputs/val/pairs{Path(str(cfg.val.pairs)).suffix}", Path(str(cfg.val.pairs)))
+        if cfg.val.images:
+            store.upload_dir(str(cfg.val.images), f"{prefix}/inputs/val/images")
+        updates["val"] = cfg.val.model_copy(
+            update={
+                "pairs": f"{workdir}/inputs/val/pairs{Path(str(cfg.val.pairs)).suffix}",
+                "images": f"{workdir}/inputs/val/images" if cfg.val.images else None,
+            }
+        )
+    return cfg.model_copy(update=updates)
+
+
 def run_train_job(cfg: Any, model_dir: str | Path, *, api: Any = None) -> dict[str, Any]:
-    """Train on the GPU workers as a TrainJob and fetch the bundle into ``model_dir``."""
-    obj = train_job(cfg)
+    """Train on the GPU workers as a TrainJob (inputs staged in object storage) and fetch the bundle."""
+    name = _job_name("facegate-train")
+    obj = train_job(_stage_inputs(cfg, f"runs/{name}", "/work"), name=name)
     t0 = time.perf_counter()
     submit_and_wait(obj, api=api, on_poll=_progress)
-    name = obj["metadata"]["name"]
     if not _storage().download_dir(f"runs/{name}/model", model_dir):
         raise ClusterJobError(f"TrainJob {name} left no bundle in runs/{name}/model")
     return {"steps": 0, "seconds": round(time.perf_counter() - t0, 1), "samples_per_second": 0.0, "job": name}
@@ -268,9 +292,9 @@ def run_ray_job(base: Any, samples: int, *, api: Any = None) -> tuple[dict[str, 
 
     import yaml
 
-    obj = ray_job(base, samples)
+    name = _job_name("facegate-tune")
+    obj = ray_job(_stage_inputs(base, f"runs/{name}", "/home/ray/work"), samples, name=name)
     submit_and_wait(obj, api=api, on_poll=_progress)
-    name = obj["metadata"]["name"]
     store = _storage()
     best = yaml.safe_load(store.get_bytes(f"runs/{name}/tune/best_config.yaml"))
     key = f"runs/{name}/tune/summary.json"

@@ -205,7 +205,12 @@ def _train_config(config: str, overrides: Sequence[str]) -> Any:
             return load_train_config(fh.name, list(overrides))
         finally:
             os.unlink(fh.name)
-    return load_train_config(config, list(overrides))
+    path = Path(config)
+    root = os.environ.get("FACEGATE_CONFIG_ROOT")
+    if not path.is_absolute() and not path.exists() and root:
+        # In the pipeline image the repo's configs/ live under FACEGATE_CONFIG_ROOT, not the working directory.
+        path = Path(root) / path
+    return load_train_config(path, list(overrides))
 
 
 def train_step(

@@ -46,6 +46,7 @@ __all__ = [
     "register_bundle",
     "registry_home",
     "set_alias",
+    "storage_uri_of",
 ]
 
 DEFAULT_NAME = "facegate"
@@ -78,6 +79,8 @@ class RegisteredVersion:
         aliases: Aliases pointing at this version.
         tags: The version's tags (metrics, threshold, dataset hash, git commit, config, ...).
         run_id: The MLflow run holding the bundle.
+        source: MLflow's own artifact URI (what MLflow clients download from; ``storage_uri`` may be its object-store
+            equivalent, see :func:`storage_uri_of`).
     """
 
     name: str
@@ -87,6 +90,7 @@ class RegisteredVersion:
     aliases: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
+    source: str = ""
 
     @property
     def uri(self) -> str:
@@ -138,13 +142,33 @@ def _client(home: str | Path | None) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+#: Where a proxying MLflow server (``--serve-artifacts``) really keeps artifacts (its ``--artifacts-destination``).
+ARTIFACTS_DESTINATION_ENV = "FACEGATE_MLFLOW_ARTIFACTS_DESTINATION"
+
+
+def storage_uri_of(source: str) -> str:
+    """The URI a KServe storage initializer can fetch for an MLflow artifact ``source``.
+
+    A proxying MLflow server hands out ``mlflow-artifacts:/<path>`` URIs that only MLflow clients understand;
+    with ``FACEGATE_MLFLOW_ARTIFACTS_DESTINATION`` (``s3://bucket/prefix``, the server's destination) they become
+    the object-store URI the bytes live at. Any other source is returned as is.
+    """
+    from urllib.parse import urlparse
+
+    dest = os.environ.get(ARTIFACTS_DESTINATION_ENV, "")
+    if source.startswith("mlflow-artifacts:") and dest:
+        return dest.rstrip("/") + "/" + urlparse(source).path.lstrip("/")
+    return source
+
+
 def _version_from(mv: Any) -> RegisteredVersion:
     tags = dict(mv.tags or {})
     return RegisteredVersion(
         name=mv.name,
         version=str(mv.version),
         model_version=tags.get("model_version", ""),
-        storage_uri=str(mv.source),
+        storage_uri=storage_uri_of(str(mv.source)),
+        source=str(mv.source),
         aliases=tuple(sorted(getattr(mv, "aliases", None) or ())),
         tags=tags,
         run_id=mv.run_id,
@@ -293,7 +317,7 @@ def fetch_bundle(ref: str, *, home: str | Path | None = None) -> Path:
     # Download beside the cache and rename: a crash mid-download never leaves a half bundle that looks complete.
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         uri = tracking_uri(home if home is not None else registry_home())
-        got = Path(download_artifacts(artifact_uri=mv.storage_uri, dst_path=tmp, tracking_uri=uri))
+        got = Path(download_artifacts(artifact_uri=mv.source or mv.storage_uri, dst_path=tmp, tracking_uri=uri))
         if not (got / BUNDLE_FILE).is_file():
             raise RegistryError(f"{ref}: {mv.storage_uri} holds no {BUNDLE_FILE}", code="not_a_bundle")
         if final.exists():

@@ -51,7 +51,12 @@ def tracking_uri(home: str | Path = ".facegate") -> str:
 
 
 def git_commit(path: str | Path = ".") -> str:
-    """The checkout's commit (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    """The checkout's commit (``+dirty`` when it has uncommitted changes), or ``unknown``.
+
+    In an image there is no checkout: ``FACEGATE_GIT_COMMIT`` (set at build time from the image's revision) wins.
+    """
+    if os.environ.get("FACEGATE_GIT_COMMIT", "unknown") not in ("", "unknown"):
+        return os.environ["FACEGATE_GIT_COMMIT"]
 
     def git(*args: str) -> str:
         # git from PATH on purpose: the user's own checkout, read-only commands with fixed arguments.

@@ -9,6 +9,7 @@ loop the original project drove by hand with Jenkins). The best configuration is
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,9 @@ def run_tune(
             best_cfg = load_train_config(None, {**flatten_dict(base.to_dict()), **best["config"]})
             path = out / "best_config.yaml"
             path.write_text(yaml.safe_dump(best_cfg.to_dict(), sort_keys=False))
+            # What a RayJob's caller reads back from object storage along with the config.
+            summary = {"best_accuracy": float(best["accuracy"]), "trials": len(trials), "ok": len(ok)}
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             mlflow.log_metric("best_accuracy", float(best["accuracy"]))
             mlflow.log_artifact(str(path))
             return TuneResult(
