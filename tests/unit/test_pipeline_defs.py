@@ -259,3 +259,31 @@ def test_proxied_mlflow_artifacts_map_to_their_object_store(monkeypatch: pytest.
         == "s3://facegate/mlflow/3/x/artifacts/bundle"
     )
     assert storage_uri_of("s3://other/bundle") == "s3://other/bundle"
+
+
+def test_holdout_pairs_are_all_pairs_or_a_fixed_sample(tmp_path: Path) -> None:
+    import csv
+
+    from facegate.pipeline.steps import _all_pairs_csv, _pairsets
+
+    for ident in range(30):
+        d = tmp_path / "held" / f"id{ident:02d}"
+        d.mkdir(parents=True)
+        for k in range(2):
+            (d / f"{k}.jpg").write_bytes(b"x")
+    _all_pairs_csv(tmp_path / "held", tmp_path / "all.csv")
+    rows = list(csv.DictReader((tmp_path / "all.csv").open()))
+    assert sum(r["same"] == "1" for r in rows) == 30 and sum(r["same"] == "0" for r in rows) == 4 * 435
+    _all_pairs_csv(tmp_path / "held", tmp_path / "a.csv", max_impostors=500)
+    _all_pairs_csv(tmp_path / "held", tmp_path / "b.csv", max_impostors=500)
+    sampled = list(csv.DictReader((tmp_path / "a.csv").open()))
+    impostors = [(r["image_a"], r["image_b"]) for r in sampled if r["same"] == "0"]
+    assert len(impostors) == len(set(impostors)) == 500
+    assert all(a.split("/")[0] != b.split("/")[0] for a, b in impostors)
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()  # every step scores the same pairs
+    # A pairs path with "=" in it is a path, not NAME=PATH.
+    odd = tmp_path / "x=y"
+    odd.mkdir()
+    (odd / "p.csv").write_text("image_a,image_b,same\nid00/0.jpg,id00/1.jpg,1\nid00/0.jpg,id01/0.jpg,0\n")
+    [(name, ps)] = _pairsets([f"{odd / 'p.csv'}|{tmp_path / 'held'}"], None)
+    assert name == "p" and len(ps) == 2

@@ -355,15 +355,17 @@ def _pairsets(sets: Sequence[VerificationSet], holdout_dir: str | None) -> list[
 
     out = []
     for spec in sets:
-        name, _sep, rest = spec.partition("=") if "=" in spec.split("|")[0] else ("", "", spec)
+        head, sep, tail = spec.partition("=")
+        # NAME= only when it is a plain name: a pairs path may itself contain "=".
+        name, rest = (head, tail) if sep and head and "/" not in head and "|" not in head else ("", spec)
         pairs, _, images = rest.partition("|")
         name = name or (HOLDOUT if pairs == HOLDOUT else Path(pairs).stem)
         if pairs == HOLDOUT:
             if not holdout_dir:
                 raise DataError("the 'holdout' verification set needs the ingest step's held-out faces")
-            csv_path = Path(tempfile.mkdtemp(prefix="facegate-pairs-")) / "holdout.csv"
-            _all_pairs_csv(Path(holdout_dir), csv_path)
-            out.append((name, load_csv_pairs(csv_path, holdout_dir)))
+            with tempfile.TemporaryDirectory(prefix="facegate-pairs-") as tmp:  # the CSV is read at once
+                _all_pairs_csv(Path(holdout_dir), Path(tmp) / "holdout.csv")
+                out.append((name, load_csv_pairs(Path(tmp) / "holdout.csv", holdout_dir)))
         else:
             out.append((name, load_pairs(pairs, images or None)))
     if not out:
@@ -371,15 +373,34 @@ def _pairsets(sets: Sequence[VerificationSet], holdout_dir: str | None) -> list[
     return out
 
 
-def _all_pairs_csv(root: Path, out: Path) -> None:
-    """Every genuine and impostor pair of an aligned folder (a small held-out set: all pairs are affordable)."""
+#: Impostor pairs of the held-out set grow with the square of its size (2 photos of 1,000 students: 2 million);
+#: above this many they are sampled, with a fixed seed so every step and every rerun scores the same pairs.
+MAX_HOLDOUT_IMPOSTORS = 20_000
+
+
+def _all_pairs_csv(root: Path, out: Path, max_impostors: int = MAX_HOLDOUT_IMPOSTORS) -> None:
+    """Every genuine pair of an aligned folder and every impostor pair, or a fixed sample of ``max_impostors``."""
     import csv
     import itertools
+
+    import numpy as np
 
     files = {d.name: sorted(f.relative_to(root).as_posix() for f in d.glob("*.jpg")) for d in sorted(root.iterdir())}
     files = {k: v for k, v in files.items() if v}
     rows = [(a, b, 1) for v in files.values() for a, b in itertools.combinations(v, 2)]
-    rows += [(a, b, 0) for i, j in itertools.combinations(files, 2) for a in files[i] for b in files[j]]
+    sizes = [len(v) for v in files.values()]
+    n_impostors = (sum(sizes) ** 2 - sum(n * n for n in sizes)) // 2
+    if n_impostors <= max_impostors:
+        rows += [(a, b, 0) for i, j in itertools.combinations(files, 2) for a in files[i] for b in files[j]]
+    else:
+        flat = [(ident, f) for ident, v in files.items() for f in v]
+        rng = np.random.default_rng(0)
+        chosen: set[tuple[int, int]] = set()
+        while len(chosen) < max_impostors:
+            i, j = sorted(int(x) for x in rng.integers(0, len(flat), 2))
+            if flat[i][0] != flat[j][0]:
+                chosen.add((i, j))
+        rows += [(flat[i][1], flat[j][1], 0) for i, j in sorted(chosen)]
     if not rows or all(r[2] for r in rows) or not any(r[2] for r in rows):
         raise DataError(f"{root}: the held-out faces make no genuine and impostor pairs (hold out more photos)")
     with out.open("w", newline="") as fh:
