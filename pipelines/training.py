@@ -106,7 +106,6 @@ def training(
     canary_percent: int = 10,
     holdout_per_identity: int = 2,
     train_backend: str = "local",
-    train_gpus: int = 1,
     rollout_target: str = "cluster",
 ) -> None:
     """The training pipeline (parameters as in the README's Pipelines section)."""
@@ -115,7 +114,6 @@ def training(
         ing = wire(steps.ingest(dataset_uri=dataset_uri, holdout_per_identity=holdout_per_identity), cpu="4")
         tr = steps.train(config=config, overrides=overrides, backend=train_backend, data=ing.outputs["train_data"])
         wire(tr, cpu="8", memory="64G", gpu=True)
-        tr.set_accelerator_limit(train_gpus)  # 0 with train_backend=trainjob: the job's workers hold the GPUs
         reg = evaluate_export_register(ing, tr, verification_sets, target_far)
         gate = wire(
             steps.gate(

@@ -31,7 +31,6 @@ def tuning(
     holdout_per_identity: int = 2,
     tune_backend: str = "local",
     train_backend: str = "local",
-    train_gpus: int = 1,
 ) -> None:
     """The tuning pipeline."""
     on_exit = wire(steps.record_failure(pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), cpu="1", memory="2G")
@@ -53,7 +52,6 @@ def tuning(
         wire(best, cpu="1", memory="1G")
         tr = steps.train(config=best.output, overrides=[], backend=train_backend, data=ing.outputs["train_data"])
         wire(tr, cpu="8", memory="64G", gpu=True)
-        tr.set_accelerator_limit(train_gpus)  # 0 with train_backend=trainjob: the job's workers hold the GPUs
         evaluate_export_register(ing, tr, verification_sets, target_far)
 
 
