@@ -466,12 +466,16 @@ class Gallery:
                 )
             )
 
-    def audit(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent audit entries, newest first."""
+    def audit(self, limit: int = 100, *, before: int | None = None) -> list[dict[str, Any]]:
+        """The most recent audit entries, newest first (only ids below ``before`` when given: paging)."""
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(AuditEntry.id < before)
         with Session(self.engine) as session:
-            rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
+            rows = session.scalars(query)
             return [
                 {
+                    "id": r.id,
                     "at": r.at.isoformat(),
                     "action": r.action,
                     "kiosk": r.kiosk,

@@ -162,25 +162,12 @@ def audit_page(runtime: Runtime, before: int | None = None, limit: int = 20) -> 
         limit: Entries per page (1..200).
     """
     limit = max(1, min(limit, 200))
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
-    if before is not None:
-        query = query.where(AuditEntry.id < before)
-    with Session(runtime.gallery.engine) as session:
-        rows = list(session.scalars(query))
-        entries = [
-            {
-                "id": r.id,
-                "at": r.at.isoformat(),
-                "action": r.action,
-                "kiosk": r.kiosk,
-                "student_id": r.student_id,
-                "decision": r.decision,
-                "score": r.score,
-                "model_version": r.model_version,
-                "reason": (r.detail or {}).get("reason") if isinstance(r.detail, dict) else None,
-            }
-            for r in rows[:limit]
-        ]
+    rows = runtime.gallery.audit(limit + 1, before=before)  # one more than shown: is there an older page?
+    keep = ("id", "at", "action", "kiosk", "student_id", "decision", "score", "model_version")
+    entries = [
+        {**{k: r[k] for k in keep}, "reason": r["detail"].get("reason") if isinstance(r["detail"], dict) else None}
+        for r in rows[:limit]
+    ]
     return {"entries": entries, "next": entries[-1]["id"] if len(rows) > limit else None}
 
 
