@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 
 from facegate.data.storage import Storage
 from facegate.errors import FacegateError
@@ -218,13 +219,16 @@ def _row_counts(url: URL) -> dict[str, int]:
         db = _sqlite_path(url)
         if not db.exists() or db.stat().st_size == 0:
             return {}
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
     try:
         with engine.connect() as conn:
             names = inspect(conn).get_table_names()
             # Table names come from the database's own catalogue, quoted as identifiers.
             quote = conn.dialect.identifier_preparer.quote
             return {n: int(conn.execute(text(f"SELECT count(*) FROM {quote(n)}")).scalar() or 0) for n in names}  # noqa: S608
+    except OperationalError as exc:
+        where = url.render_as_string(hide_password=True)
+        raise BackupError(f"cannot reach {where}: {str(exc.orig).strip()[:300]}", code="db_unreachable") from None
     finally:
         engine.dispose()
 
@@ -307,16 +311,17 @@ def restore_gallery(url: str, store: Storage, keys: KeyRing, *, prefix: str, nam
         if key not in available:
             hint = ", ".join(k.rsplit("/", 1)[-1] for k in available[-5:]) or "none"
             raise BackupError(f"no backup {name!r} under {store.url}/{prefix} (latest: {hint})", code="not_found")
-    _refuse_non_empty(parsed)
     with tempfile.TemporaryDirectory(prefix="facegate-restore-") as tmp:
         sealed, plain = Path(tmp) / f"gallery{SUFFIX}", Path(tmp) / "gallery.dump"
         store.get_file(key, sealed)
-        header = unseal(sealed, plain, keys)
-        if header.get("dialect") != parsed.get_backend_name():
+        with sealed.open("rb") as f:
+            dialect = _read_header(f)[0].get("dialect")
+        if dialect != parsed.get_backend_name():
             raise BackupError(
-                f"backup is of a {header.get('dialect')} gallery; the target is {parsed.get_backend_name()}",
-                code="wrong_dialect",
+                f"backup is of a {dialect} gallery; the target is {parsed.get_backend_name()}", code="wrong_dialect"
             )
+        _refuse_non_empty(parsed)
+        header = unseal(sealed, plain, keys)
         _refuse_non_empty(parsed)  # again, right before writing: nothing may have arrived meanwhile
         if parsed.get_backend_name() == "sqlite":
             prepare_sqlite_path(url)
