@@ -1,0 +1,47 @@
+"""A purge that fails midway changes nothing, and the audit's append-only guard is still there afterwards."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.exc import DatabaseError
+from sqlalchemy.orm import Session
+
+from facegate.config import RetentionSettings
+from facegate.serve import retention
+from facegate.serve.gallery import Crop, Gallery, KeyRing, Student, Template
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def _gallery(tmp_path):
+    g = Gallery(f"sqlite:///{tmp_path / 'g.db'}", KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate()}))
+    with Session(g.engine) as session, session.begin():  # rows as enrollment writes them, without a face model
+        for sid in ("S-1", "S-2"):
+            student = Student(id=sid, created_at=T0, updated_at=T0)
+            kid, nonce, ct = g.keys.encrypt(b"crop", sid.encode())
+            student.crops.append(Crop(key_id=kid, nonce=nonce, ciphertext=ct))
+            student.templates.append(Template(model_version="v1", embedding=b"\0" * 16, n_photos=1))
+            session.add(student)
+    g.clock = lambda: T0
+    g.record_decision(kiosk="k", student_id="S-1", decision="accept", score=0.9, model_version="v1")
+    return g
+
+
+def test_a_failed_purge_rolls_back_rows_and_guard(tmp_path, monkeypatch):
+    g = _gallery(tmp_path)
+    before = g.counts()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("killed after the erasure, before the commit")
+
+    monkeypatch.setattr(retention, "insert", boom)  # the purge's last statement
+    with pytest.raises(RuntimeError, match="killed"):
+        retention.purge(g, RetentionSettings(audit_mode="delete"), now=T0 + timedelta(days=400))
+    assert g.counts() == before
+    with pytest.raises(DatabaseError, match="append-only"), g.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM audit")
+    monkeypatch.undo()
+    done = retention.purge(g, RetentionSettings(audit_mode="delete"), now=T0 + timedelta(days=400))
+    assert len(done.students) == 2 and g.counts() == {"students": 0, "crops": 0, "templates": 0, "audit": 1}
