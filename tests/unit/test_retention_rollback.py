@@ -15,8 +15,9 @@ pytestmark = pytest.mark.unit
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
-def _gallery(tmp_path):
-    g = Gallery(f"sqlite:///{tmp_path / 'g.db'}", KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate()}))
+def _gallery(tmp_path, key=None):
+    keys = KeyRing.from_env({"FACEGATE_GALLERY_KEYS": key or KeyRing.generate()})
+    g = Gallery(f"sqlite:///{tmp_path / 'g.db'}", keys)
     with Session(g.engine) as session, session.begin():  # rows as enrollment writes them, without a face model
         for sid in ("S-1", "S-2"):
             student = Student(id=sid, created_at=T0, updated_at=T0)
