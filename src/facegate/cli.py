@@ -511,6 +511,22 @@ def gallery_purge(
     typer.echo(json.dumps(plan.to_dict() if dry_run else plan.summary(), indent=2))
 
 
+@gallery_app.command("enrollment-end")
+@_errors
+def gallery_enrollment_end(
+    ctx: typer.Context,
+    student_id: Annotated[str, typer.Argument(help="The student's id.")],
+    ends_on: Annotated[str, typer.Argument(help="Last day of enrollment (YYYY-MM-DD), or 'none' to clear it.")],
+    db: GalleryUrl = None,
+) -> None:
+    """Record the last day of a student's enrollment: `gallery purge` erases them the day after."""
+    from facegate.serve.retention import set_enrollment_end
+
+    day = None if ends_on.lower() == "none" else _iso_time(ends_on, "ENDS_ON").date()
+    set_enrollment_end(_gallery(ctx, db), student_id, day)
+    typer.echo(f"{student_id}: enrollment ends {day.isoformat() if day else 'never (cleared)'}")
+
+
 def _iso_time(value: str | None, flag: str) -> Any:
     from datetime import UTC, datetime
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from facegate.cli import app
 from facegate.serve.gallery import Gallery, KeyRing
-from tests.unit.test_retention_rollback import _gallery
+from tests.unit.test_retention_rules import _gallery
 
 pytestmark = pytest.mark.unit
 

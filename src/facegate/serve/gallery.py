@@ -22,13 +22,14 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
     JSON,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -94,6 +95,14 @@ class Template(_Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     n_photos: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class EnrollmentEnd(_Base):
+    """The last day of a student's enrollment, when known: retention erases the student the day after."""
+
+    __tablename__ = "enrollment_ends"
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id", ondelete="CASCADE"), primary_key=True)
+    ends_on: Mapped[date] = mapped_column(Date)
 
 
 class AuditEntry(_Base):

@@ -1,8 +1,9 @@
 """Retention: erase what the gallery no longer needs, on a schedule (``facegate gallery purge``, a chart CronJob).
 
-- A student not verified (nor enrolled) for ``inactive_days``, or everyone once ``end_of_enrollment`` has passed,
-  loses their student row, encrypted crops and templates, with the same guarantees as a delete: one transaction,
-  and on SQLite ``secure_delete`` plus a WAL checkpoint so no byte of them stays in the files.
+- A student not verified (nor enrolled) for ``inactive_days``, past their own enrollment end
+  (:func:`set_enrollment_end`), or anyone once the policy's ``end_of_enrollment`` has passed, loses their student
+  row, encrypted crops and templates, with the same guarantees as a delete: one transaction, and on SQLite
+  ``secure_delete`` plus a WAL checkpoint so no byte of them stays in the files.
 - Audit rows older than ``audit_days`` are stripped of the student id or deleted. The audit is append-only in the
   database (triggers); purge lifts that guard only inside its own transaction and puts it back before committing,
   so no other writer ever sees an unguarded table, and a purge killed midway changes nothing.
@@ -19,11 +20,20 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from facegate.config import RetentionSettings
-from facegate.serve.gallery import AuditEntry, Gallery, Student, audit_guard_ddl
+from facegate.serve.gallery import (
+    AuditEntry,
+    EnrollmentEnd,
+    Gallery,
+    GalleryError,
+    Student,
+    audit_guard_ddl,
+    check_student_id,
+)
 
-__all__ = ["PurgePlan", "end_of_enrollment_passed", "plan_purge", "purge"]
+__all__ = ["PurgePlan", "end_of_enrollment_passed", "plan_purge", "purge", "set_enrollment_end"]
 
 #: Audit rows whose ``student_id`` names no student (gallery-wide actions, already-stripped rows) are not personal.
 _NOT_A_STUDENT = ("*", "")
@@ -78,8 +88,9 @@ def _plan(conn: Connection, policy: RetentionSettings, now: datetime) -> PurgePl
         .subquery()
     )
     rows = conn.execute(
-        select(Student.id, Student.updated_at, last_verify.c.at)
+        select(Student.id, Student.updated_at, last_verify.c.at, EnrollmentEnd.ends_on)
         .outerjoin(last_verify, last_verify.c.sid == Student.id)
+        .outerjoin(EnrollmentEnd, EnrollmentEnd.student_id == Student.id)
         .order_by(Student.id)
     )
     plan = PurgePlan(
@@ -88,9 +99,9 @@ def _plan(conn: Connection, policy: RetentionSettings, now: datetime) -> PurgePl
         audit_before=audit_before.isoformat(),
         audit_mode=policy.audit_mode,
     )
-    for sid, updated, verified in rows:
+    for sid, updated, verified, ends_on in rows:
         last = max(_aware(updated), _aware(verified)) if verified is not None else _aware(updated)
-        if ended:
+        if ended or (ends_on is not None and now.date() > ends_on):
             plan.students.append({"student_id": sid, "reason": "end_of_enrollment", "last_seen": last.isoformat()})
         elif last < inactive_before:
             plan.students.append({"student_id": sid, "reason": "inactive", "last_seen": last.isoformat()})
@@ -147,3 +158,23 @@ def purge(gallery: Gallery, policy: RetentionSettings, *, now: datetime | None =
 def end_of_enrollment_passed(policy: RetentionSettings, today: date) -> bool:
     """Whether the policy's end-of-enrollment date is over (the day itself still counts as enrolled)."""
     return policy.end_of_enrollment is not None and today > policy.end_of_enrollment
+
+
+def set_enrollment_end(gallery: Gallery, student_id: str, ends_on: date | None) -> None:
+    """Record the last day of a student's enrollment (``None`` clears it); purge erases them the day after.
+
+    Raises:
+        GalleryError: ``unknown_student`` for a student who is not enrolled.
+    """
+    check_student_id(student_id)
+    with Session(gallery.engine) as session, session.begin():
+        if session.get(Student, student_id) is None:
+            raise GalleryError(f"no student {student_id!r}", code="unknown_student")
+        row = session.get(EnrollmentEnd, student_id)
+        if ends_on is None:
+            if row is not None:
+                session.delete(row)
+        elif row is None:
+            session.add(EnrollmentEnd(student_id=student_id, ends_on=ends_on))
+        else:
+            row.ends_on = ends_on

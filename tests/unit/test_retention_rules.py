@@ -1,6 +1,6 @@
-"""A purge that fails midway changes nothing, and the audit's append-only guard is still there afterwards."""
+"""Retention rules without face data: a failed purge rolls back (guard included), a student's own enrollment end."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy.exc import DatabaseError
@@ -46,3 +46,31 @@ def test_a_failed_purge_rolls_back_rows_and_guard(tmp_path, monkeypatch):
     monkeypatch.undo()
     done = retention.purge(g, RetentionSettings(audit_mode="delete"), now=T0 + timedelta(days=400))
     assert len(done.students) == 2 and g.counts() == {"students": 0, "crops": 0, "templates": 0, "audit": 1}
+
+
+def test_a_students_own_enrollment_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from facegate.cli import app
+
+    key = KeyRing.generate("k1")
+    g = _gallery(tmp_path, key)
+    env = {"FACEGATE_GALLERY_KEYS": key}
+    db = ["--db", f"sqlite:///{tmp_path / 'g.db'}"]
+    runner = CliRunner()
+    out = runner.invoke(app, ["gallery", "enrollment-end", "S-1", "2026-02-28", *db], env=env)
+    assert out.exit_code == 0 and "2026-02-28" in out.stdout, out.output
+    cleared = runner.invoke(app, ["gallery", "enrollment-end", "S-2", "none", *db], env=env)
+    assert cleared.exit_code == 0, cleared.output
+    unknown = runner.invoke(app, ["gallery", "enrollment-end", "S-9", "2026-02-28", *db], env=env)
+    assert unknown.exit_code != 0 and "unknown_student" in unknown.output
+    policy = RetentionSettings()
+    assert retention.plan_purge(g, policy, now=datetime(2026, 2, 28, 23, 59, tzinfo=UTC)).students == []
+    done = retention.purge(g, policy, now=datetime(2026, 3, 1, tzinfo=UTC))  # the day after: S-1 only
+    assert [(s["student_id"], s["reason"]) for s in done.students] == [("S-1", "end_of_enrollment")]
+    assert [s["student_id"] for s in g.students()] == ["S-2"]
+    with g.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM enrollment_ends").scalar() == 0  # gone with the student
+    retention.set_enrollment_end(g, "S-2", date(2026, 3, 1))
+    retention.set_enrollment_end(g, "S-2", None)  # cleared again: the inactivity rule alone applies
+    assert retention.plan_purge(g, policy, now=datetime(2026, 6, 1, tzinfo=UTC)).students == []
