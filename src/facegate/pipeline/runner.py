@@ -213,6 +213,8 @@ def run_local(
     """
     from kfp import local
 
+    from facegate.pipeline.failures import local_run
+
     pipe, _ = load_pipeline(name)
     known = set(pipe.component_spec.inputs or {})
     params = _check_params(name, pipe, {**{k: v for k, v in LOCAL_DEFAULTS.items() if k in known}, **params})
@@ -224,6 +226,7 @@ def run_local(
     state = "SUCCEEDED"
     with contextlib.ExitStack() as stack:
         stack.enter_context(private_tmpdir())
+        stack.enter_context(local_run())  # one id for the run's steps: the exit handler finds their notes by it
         if log_path is not None and echo is not None:
             import sys
             import warnings
