@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 WORKFLOW = "facegate-training-x7k2p"
 
 
@@ -40,9 +42,7 @@ def _fail_ingest(tmp_path: Path) -> None:
         ingest_step(str(tmp_path / "nowhere"), str(tmp_path / "train"), str(tmp_path / "held"))
 
 
-def test_local_run_records_the_failing_step_and_its_error_class(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_local_run_records_the_failing_step_and_its_error_class(home: Path, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     from facegate.pipeline.failures import local_run
@@ -108,3 +108,23 @@ def test_the_message_never_carries_a_secret(monkeypatch: pytest.MonkeyPatch) -> 
     exc = StorageError("s3://AKIA:wJalrXUtnFEMI-K7MDENG@minio/raw: denied (key wJalrXUtnFEMI-K7MDENG)\ntrace")
     text = safe_message(exc)
     assert text.startswith("StorageError: s3://***@minio/raw: denied") and "wJalr" not in text and "trace" not in text
+
+
+@pytest.mark.parametrize(
+    ("pod", "prefix"),
+    [
+        (f"{WORKFLOW}-system-container-impl-2750203714", f"{WORKFLOW}-"),  # Argo pod names v2
+        (f"{WORKFLOW}-2750203714", f"{WORKFLOW}-"),  # v1: the node id
+        ("facegate-training-12345-retry-system-container-impl-7", "facegate-training-12345-"),
+        ("facegate-training-12345-metadata-1-2-system-container-impl-7", "facegate-training-12345-"),
+        ("not-a-pod-name", ""),
+    ],
+)
+def test_the_exit_handler_takes_its_workflow_off_its_pod_name(
+    pod: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facegate.pipeline.failures import LOCAL_RUN_ENV, _run_prefix
+
+    monkeypatch.delenv(LOCAL_RUN_ENV, raising=False)
+    monkeypatch.setenv("KFP_POD_NAME", pod)
+    assert _run_prefix() == prefix
