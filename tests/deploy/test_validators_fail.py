@@ -129,7 +129,7 @@ def test_ansible_lint_rejects_a_bare_command(broken_tree: Callable[..., Path]) -
 
 
 def test_overlong_yaml_line_fails_yamllint(broken_tree: Callable[..., Path]) -> None:
-    root = broken_tree("manifests/base/profile.yaml", lambda s: s + "# " + "a long comment " * 10 + "\n")
+    root = broken_tree("manifests/base/namespace.yaml", lambda s: s + "# " + "a long comment " * 10 + "\n")
     assert_fails(run_step(root, "yaml"), "line too long")
 
 
