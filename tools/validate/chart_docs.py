@@ -87,6 +87,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "metrics.serviceMonitor.interval": {"type": "string", "pattern": r"^[0-9]+(s|m)$"},
     "metrics.serviceMonitor.labels": _STRING_MAP,
     "metrics.rules.labels": _STRING_MAP,
+    "metrics.dashboards.labels": _STRING_MAP,
+    "metrics.dashboards.annotations": _STRING_MAP,
     "metrics.rules.noFaceRate": _FRACTION,
     "metrics.rules.errorRate": _FRACTION,
     "metrics.rules.scoreDrift": _FRACTION,
