@@ -113,10 +113,11 @@ def _svg(panel: Panel, lines: list[Series], width: int, height: int = 190) -> st
             xy = " ".join(
                 f"{pad_l + w * (t - t0) / span:.1f},{pad_t + h - h * (v - lo) / (hi - lo):.1f}" for t, v in pts
             )
-            # Every other series dashed: two series on the same values (100 % each) both stay visible.
+            # Earlier series wider, every other one dashed: series on the same values (two versions at 100 %
+            # of their own check-ins) all stay visible, the later drawn inside the earlier.
             dash = " stroke-dasharray='7 5'" if i % 2 else ""
-            colour = _COLOURS[i % len(_COLOURS)]
-            parts.append(f"<polyline points='{xy}' fill='none' stroke='{colour}' stroke-width='2'{dash}/>")
+            colour, width = _COLOURS[i % len(_COLOURS)], max(1.5, 5.0 - 1.5 * i)
+            parts.append(f"<polyline points='{xy}' fill='none' stroke='{colour}' stroke-width='{width}'{dash}/>")
         parts.append(f"<text x='{pad_l}' y='{height - 4}'>{time_label(t0)}</text>")
         parts.append(f"<text x='{pad_l + w}' y='{height - 4}' text-anchor='end'>{time_label(t1)}</text>")
     parts.append("</svg>")
