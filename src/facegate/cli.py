@@ -813,7 +813,8 @@ def registry_register(
 
 
 rollout_app = typer.Typer(
-    help="KServe rollout of the verifier: canary, promote, rollback, status (server-side apply).", no_args_is_help=True
+    help="KServe rollout of the verifier: canary, promote, rollback (helm upgrade of the release), status.",
+    no_args_is_help=True,
 )
 app.add_typer(rollout_app, name="rollout")
 
@@ -825,6 +826,20 @@ ModelVersionOpt = Annotated[str | None, typer.Option(help="Bundle version string
 Namespace = Annotated[str, typer.Option(help="Namespace of the InferenceService.")]
 IsvcName = Annotated[str, typer.Option("--name", help="InferenceService name.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the object (YAML) instead of applying it.")]
+Release = Annotated[str, typer.Option(envvar="FACEGATE_HELM_RELEASE", help="Helm release that owns the verifier.")]
+Chart = Annotated[
+    str, typer.Option(envvar="FACEGATE_HELM_CHART", help="Chart of the release: OCI/repo reference or a local folder.")
+]
+HelmBin = Annotated[str, typer.Option("--helm", envvar="FACEGATE_HELM", help="The helm executable.")]
+_CHART = "oci://ghcr.io/facegate/charts/facegate"  # facegate.rollout.helm.DEFAULT_CHART (cli imports lazily)
+
+
+def _release(release: str, chart: str, helm: str, namespace: str) -> Any:
+    from facegate.rollout.helm import HelmRelease
+
+    return HelmRelease(release=release, namespace=namespace, chart=chart, helm=helm)
+
+
 CrdDir = Annotated[
     Path | None, typer.Option("--crds", help="Validate against the KServe CRDs in this folder first.", file_okay=False)
 ]
@@ -879,6 +894,9 @@ def rollout_canary(
     db: GalleryUrl = None,
     crds: CrdDir = None,
     dry_run: DryRun = False,
+    release: Release = "facegate",
+    chart: Chart = _CHART,
+    helm: HelmBin = "helm",
 ) -> None:
     """Route PERCENT % of check-ins to a new version; refused unless the gallery has its templates."""
     from facegate.rollout.kserve import canary
@@ -886,7 +904,8 @@ def rollout_canary(
     uri, version = _rollout_target(ctx, model, storage_uri, model_version)
     baseline = _serving_version(name, namespace, dry_run)
     obj = canary(uri, version, percent, gallery=db or _settings(ctx).gallery_url(), baseline_version=baseline,
-                 name=name, namespace=namespace, crd_dir=crds, dry_run=dry_run)  # fmt: skip
+                 name=name, namespace=namespace, crd_dir=crds, dry_run=dry_run,
+                 release=_release(release, chart, helm, namespace))  # fmt: skip
     _rollout_done("canary", obj, dry_run)
 
 
@@ -902,13 +921,16 @@ def rollout_promote(
     db: GalleryUrl = None,
     crds: CrdDir = None,
     dry_run: DryRun = False,
+    release: Release = "facegate",
+    chart: Chart = _CHART,
+    helm: HelmBin = "helm",
 ) -> None:
     """Send 100 % of check-ins to the version (removes canaryTrafficPercent); templates are checked first."""
     from facegate.rollout.kserve import promote
 
     uri, version = _rollout_target(ctx, model, storage_uri, model_version)
     obj = promote(uri, version, gallery=db or _settings(ctx).gallery_url(), name=name, namespace=namespace,
-                  crd_dir=crds, dry_run=dry_run)  # fmt: skip
+                  crd_dir=crds, dry_run=dry_run, release=_release(release, chart, helm, namespace))  # fmt: skip
     _rollout_done("promote", obj, dry_run)
 
 
@@ -923,6 +945,9 @@ def rollout_rollback(
     name: IsvcName = "facegate-verifier",
     crds: CrdDir = None,
     dry_run: DryRun = False,
+    release: Release = "facegate",
+    chart: Chart = _CHART,
+    helm: HelmBin = "helm",
 ) -> None:
     """Pin every check-in to the last rolled-out revision (canaryTrafficPercent: 0).
 
@@ -937,7 +962,8 @@ def rollout_rollback(
         if not st.storage_uri or not st.model_version:
             raise FacegateError(f"{namespace}/{name} has no facegate model version to keep", code="not_deployed")
         uri, version = st.storage_uri, st.model_version
-    obj = rollback(uri, version, name=name, namespace=namespace, crd_dir=crds, dry_run=dry_run)
+    obj = rollback(uri, version, name=name, namespace=namespace, crd_dir=crds, dry_run=dry_run,
+                   release=_release(release, chart, helm, namespace))  # fmt: skip
     _rollout_done("rollback", obj, dry_run)
 
 
