@@ -27,6 +27,7 @@ KINDS = (
     ("apps", "v1", "Deployment", "deployments"),
     ("apps", "v1", "StatefulSet", "statefulsets"),
     ("batch", "v1", "Job", "jobs"),
+    ("batch", "v1", "CronJob", "cronjobs"),
     ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),

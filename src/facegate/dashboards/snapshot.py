@@ -116,8 +116,8 @@ def _svg(panel: Panel, lines: list[Series], width: int, height: int = 190) -> st
             # Earlier series wider, every other one dashed: series on the same values (two versions at 100 %
             # of their own check-ins) all stay visible, the later drawn inside the earlier.
             dash = " stroke-dasharray='7 5'" if i % 2 else ""
-            colour, width = _COLOURS[i % len(_COLOURS)], max(1.5, 5.0 - 1.5 * i)
-            parts.append(f"<polyline points='{xy}' fill='none' stroke='{colour}' stroke-width='{width}'{dash}/>")
+            colour, stroke = _COLOURS[i % len(_COLOURS)], max(1.5, 5.0 - 1.5 * i)
+            parts.append(f"<polyline points='{xy}' fill='none' stroke='{colour}' stroke-width='{stroke}'{dash}/>")
         parts.append(f"<text x='{pad_l}' y='{height - 4}'>{time_label(t0)}</text>")
         parts.append(f"<text x='{pad_l + w}' y='{height - 4}' text-anchor='end'>{time_label(t1)}</text>")
     parts.append("</svg>")
