@@ -151,6 +151,12 @@ def evaluate(
             dir_okay=False,
         ),
     ] = None,
+    covariates: Annotated[
+        bool,
+        typer.Option(
+            "--covariates", help="Also bin every image by illumination, face size, pose and sharpness: covariates/."
+        ),
+    ] = False,
 ) -> None:
     """Run the LFW 10-fold verification protocol and write metrics and plots."""
     from facegate.data.pairs import load_pairs
@@ -192,6 +198,20 @@ def evaluate(
         # The threshold the model version ships with, read before this run may record a new one in the bundle.
         for line in run_groups(groups, pairset, result, embedder, out):
             typer.echo(line)
+    if covariates:
+        from facegate.evaluate.covariates import run_covariates
+
+        lines = run_covariates(
+            pairset,
+            result,
+            embedder,
+            aligner_from_settings(settings),
+            out,
+            mode=ev.align,
+            workers=ev.workers,
+            limits=limits_from_settings(settings),
+        )
+        typer.echo("\n".join(lines))
     if record and Path(settings.model).is_dir() and not m["n_failed_pairs"]:
         from facegate.evaluate.runner import record_in_bundle
 

@@ -96,7 +96,8 @@ def test_rates_counts_and_intervals_by_hand(tmp_path: Path, rng: np.random.Gener
         assert g["fmr_across"]["pairs"] == across.sum() == 144 * 4
         assert g["images"] == 12 * 31
     d = col["differentials"]
-    fn = {g: (col["groups"][g]["fnmr"]["errors"] + 0.5) / (360 + 1) for g in ("m", "f")}
+    pooled = sum(col["groups"][g]["fnmr"]["errors"] for g in ("m", "f")) / 720
+    fn = {g: (col["groups"][g]["fnmr"]["errors"] + 0.5) / (360 + 0.5 / pooled) for g in ("m", "f")}
     assert d["fnmr_ratio"]["value"] == pytest.approx(max(fn.values()) / min(fn.values()))
     assert d["fnmr_ratio"]["highest"] == "f"
     raw_fn = [col["groups"][g]["fnmr"]["rate"] for g in ("m", "f")]
@@ -119,6 +120,17 @@ def test_small_groups_are_inconclusive_and_not_ranked(tmp_path: Path, rng: np.ra
     assert not col["groups"]["m"]["fnmr"]["inconclusive"]
     assert col["differentials"]["fnmr_ratio"]["value"] is None  # one ranked group only
     assert "1 group" in col["differentials"]["fnmr_ratio"]["why"]
+
+
+def test_groups_without_errors_have_ratio_one_whatever_their_sizes(tmp_path: Path, rng: np.random.Generator) -> None:
+    """0 of 176 against 0 of 1,671 impostor pairs is no evidence of a difference (not a ratio of 9.5)."""
+    people = {f"m{i}": ("m", 12) for i in range(40)} | {f"f{i}": ("f", 12) for i in range(12)}
+    left, right, same, scores = _world(rng, people, {"m": 0.02, "f": 0.05}, {"m": 0.0, "f": 0.0})
+    table = load_groups(_table(tmp_path, _csv_for(people)))
+    col = group_report(table, left, right, same, scores, 0.5, policy=GroupPolicy(bootstrap=50))["columns"]["sex"]
+    assert col["groups"]["m"]["fmr_within"]["pairs"] > 5 * col["groups"]["f"]["fmr_within"]["pairs"]
+    assert col["differentials"]["fmr_ratio"]["value"] == 1.0
+    assert col["differentials"]["fmr_ratio"]["interval"] == [1.0, 1.0]
 
 
 def test_failed_images_count_as_failure_to_acquire_not_as_errors(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "groups_markdown",
     "plot_group_det",
     "plot_group_scores",
+    "report_evaluation",
     "run_groups",
     "summary_lines",
     "write_group_report",
@@ -246,23 +247,20 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_groups(groups_csv: str | Path, pairset: Any, result: Any, embedder: Any, out_dir: str | Path) -> list[str]:
-    """``facegate evaluate --groups``: the group report of an evaluation at the model's deployment threshold.
+def report_evaluation(
+    table: GroupTable, pairset: Any, result: Any, embedder: Any, out_dir: str | Path
+) -> dict[str, Any]:
+    """The group report of one evaluation at the model's deployment threshold, written into ``out_dir``.
 
     Args:
-        groups_csv: The group table.
+        table: Group labels.
         pairset: The evaluated :class:`~facegate.data.pairs.PairSet`.
         result: Its :class:`~facegate.evaluate.runner.EvalResult`.
         embedder: The model (its ``default_threshold`` is the one its version ships with).
         out_dir: Where the report goes.
-
-    Returns:
-        Summary lines for the terminal.
     """
-    from facegate.evaluate.groups import load_groups
-
     report, _ = write_group_report(
-        load_groups(groups_csv),
+        table,
         pairset.left,
         pairset.right,
         result.same,
@@ -273,4 +271,12 @@ def run_groups(groups_csv: str | Path, pairset: Any, result: Any, embedder: Any,
         failed_images=result.failed_keys,
         threshold_source=f"deployment threshold of {embedder.name} {embedder.version}",
     )
+    return report
+
+
+def run_groups(groups_csv: str | Path, pairset: Any, result: Any, embedder: Any, out_dir: str | Path) -> list[str]:
+    """``facegate evaluate --groups``: :func:`report_evaluation` with a group CSV; summary lines for the terminal."""
+    from facegate.evaluate.groups import load_groups
+
+    report = report_evaluation(load_groups(groups_csv), pairset, result, embedder, out_dir)
     return [*summary_lines(report), f"group report: {Path(out_dir) / 'groups.json'}"]

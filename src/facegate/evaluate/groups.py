@@ -13,8 +13,11 @@ columns (gender, an illumination bin, ...). For every column and every group it 
 A group with fewer than ``min_pairs`` pairs or ``min_identities`` identities behind a rate is *inconclusive* for
 that rate: it is reported but not ranked, i.e. it takes no part in the differentials:
 
-- **max/min ratios** of FNMR and of within-group FMR. Rates are smoothed to ``(errors + 0.5) / (pairs + 1)`` for
-  the ratio only, so a group with no error does not make the ratio infinite (the raw rates are reported as well);
+- **max/min ratios** of FNMR and of within-group FMR. For the ratio only, each group's rate is shrunk towards the
+  pooled rate ``p`` of the ranked groups by half an error's worth of evidence, ``(errors + 0.5) / (pairs + 0.5 / p)``:
+  a group with no error then does not make the ratio infinite, groups of very different sizes with no error at all
+  get the ratio 1 (not the ratio of their sizes), and groups with many errors keep their raw rates. The raw rates
+  are reported as well;
 - the **fairness discrepancy rate** of de Freitas Pereira & Marcel (2021),
   ``FDR = 1 - (alpha * max|FMR_i - FMR_j| + beta * max|FNMR_i - FNMR_j|)`` with ``alpha = beta = 0.5``; 1 is
   perfectly even, lower is worse.
@@ -304,8 +307,11 @@ def _spread(err: np.ndarray, n: np.ndarray, ranked: np.ndarray) -> tuple[float, 
     if ok.sum() < 2:
         return None
     idx = np.flatnonzero(ok)
-    smooth = (err[idx] + _SMOOTH) / (n[idx] + 2 * _SMOOTH)
     raw = err[idx] / n[idx]
+    pooled = float(err[idx].sum() / n[idx].sum())
+    if pooled <= 0.0:  # no error in any ranked group: no measured difference
+        return 1.0, 0.0, int(idx[0]), int(idx[0])
+    smooth = (err[idx] + _SMOOTH) / (n[idx] + _SMOOTH / pooled)
     hi, lo = int(np.argmax(smooth)), int(np.argmin(smooth))
     return float(smooth[hi] / smooth[lo]), float(raw.max() - raw.min()), int(idx[hi]), int(idx[lo])
 
@@ -533,7 +539,7 @@ def group_report(
             "min_pairs": policy.min_pairs,
             "min_identities": policy.min_identities,
             "alpha": policy.alpha,
-            "ratio_smoothing": f"(errors + {_SMOOTH}) / (pairs + {2 * _SMOOTH})",
+            "ratio_smoothing": f"(errors + {_SMOOTH}) / (pairs + {_SMOOTH} / pooled rate); 1 when no group errs",
         },
         "columns": {},
     }
