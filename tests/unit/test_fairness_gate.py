@@ -73,6 +73,7 @@ def test_only_a_wider_gap_is_refused(rng: np.random.Generator) -> None:
     md = d.to_markdown()
     assert "A wider gap blocks promotion even when accuracy improves" in md
     assert "FAILED" in md and "| f |" in md
+    assert "the gap between sex groups got wider than the margin allows (FNMR max/min ratio" in md
 
 
 def test_more_accurate_challenger_with_a_wider_gap_is_refused_and_an_even_one_promoted(

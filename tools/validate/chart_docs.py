@@ -88,6 +88,9 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "metrics.rules.noFaceRate": _FRACTION,
     "metrics.rules.errorRate": _FRACTION,
     "metrics.rules.scoreDrift": _FRACTION,
+    "metrics.rules.covariateDepartureRatio": {"type": "number", "exclusiveMinimum": 1},
+    "metrics.rules.covariateDepartureMin": _FRACTION,
+    "metrics.rules.covariateMinCheckins": {"type": "integer", "minimum": 1},
     "metrics.rules.p99LatencySeconds": {"type": "number", "exclusiveMinimum": 0},
 }
 

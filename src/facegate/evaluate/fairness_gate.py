@@ -181,8 +181,19 @@ def fairness_markdown(results: Sequence[dict[str, Any]], policy: FairnessPolicy)
         "",
     ]
     for r in results:
+        wider = [
+            f"{MEASURES[k][0]} {v['champion']:.2f} -> {v['challenger']:.2f}"
+            for k, v in r["measures"].items()
+            if v["judged"] and not v["passed"]
+        ]
+        verdict = (
+            f"the gap between {r['column']} groups got wider than the margin allows ({'; '.join(wider)}), so the "
+            "challenger is refused whatever its accuracy."
+            if wider
+            else "no gap grew beyond its margin."
+        )
         lines += [
-            f"**{r['column']}**: {'passed' if r['passed'] else 'FAILED'}",
+            f"**{r['column']}**: {'passed' if r['passed'] else 'FAILED'}: {verdict}",
             "",
             "| measure | champion | challenger | widening | interval | margin |",
             "|---|---|---|---|---|---|",
