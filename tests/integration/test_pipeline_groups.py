@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,7 +54,8 @@ def test_group_report_and_gate_on_registered_versions(
     register_bundle(_bundle(tmp_path / "b1", "sface-champ", 0.30), alias="champion", home=home)
     chall = register_bundle(_bundle(tmp_path / "b2", "sface-chall", 0.363), home=home)
 
-    metrics, meta, html = _Metrics(), {}, tmp_path / "groups.html"
+    metrics, html = _Metrics(), tmp_path / "groups.html"
+    meta: dict[str, Any] = {}
     out = group_report_step(
         chall.uri, sets, str(lfw_gender), metrics=metrics, report_path=str(html), report_metadata=meta
     )

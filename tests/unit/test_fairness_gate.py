@@ -7,7 +7,7 @@ import pytest
 
 from facegate.evaluate.fairness_gate import FairnessPolicy
 from facegate.evaluate.gate import GatePolicy, ModelScores, compare_models
-from facegate.evaluate.groups import GroupTable, assign_groups
+from facegate.evaluate.groups import GroupTable, PairGroups, assign_groups
 
 pytestmark = pytest.mark.unit
 
@@ -15,7 +15,9 @@ THR = 0.4
 POLICY = GatePolicy(fairness=FairnessPolicy(bootstrap=300))
 
 
-def _world(rng: np.random.Generator, per_group: int = 40, genuine: int = 10):
+def _world(
+    rng: np.random.Generator, per_group: int = 40, genuine: int = 10
+) -> tuple[PairGroups, np.ndarray, np.ndarray, np.ndarray]:
     """Two groups of people, genuine pairs per person and within/across-group impostor pairs."""
     people = [(f"m{i}", "m") for i in range(per_group)] + [(f"f{i}", "f") for i in range(per_group)]
     left, right, same = [], [], []

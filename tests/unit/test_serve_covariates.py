@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 
 def _count(covariate: str, bin_: str, decision: str, reason: str) -> float:
-    return cm.COVARIATE_DECISIONS.labels(covariate, bin_, decision, reason)._value.get()
+    return float(cm.COVARIATE_DECISIONS.labels(covariate, bin_, decision, reason)._value.get())
 
 
 def test_record_counts_every_covariate_and_clamps_unknown_labels() -> None:

@@ -180,7 +180,10 @@ def fairness_policy(overrides: Sequence[str] | None) -> Any:
     unknown = set(margins) - set(MEASURES)
     if unknown:
         raise DataError(f"unknown fairness margin(s) {sorted(unknown)}; known: {sorted(MEASURES)}")
-    return FairnessPolicy(**{f"{k}_margin": float(v) for k, v in margins.items()})
+    from dataclasses import replace
+
+    fields: dict[str, Any] = {f"{k}_margin": float(v) for k, v in margins.items()}
+    return replace(FairnessPolicy(), **fields)
 
 
 def gate_groups(group_labels: str, pairsets: Sequence[tuple[str, Any]]) -> list[Any]:
