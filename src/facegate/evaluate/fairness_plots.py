@@ -237,7 +237,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for col, c in report["columns"].items():
         d = c["differentials"]
         per = ", ".join(
-            f"{g}: FNMR {v['fnmr']['rate'] if v['fnmr']['rate'] is not None else float('nan'):.4f}"
+            f"{g}: FNMR " + ("n/a" if v["fnmr"]["rate"] is None else f"{v['fnmr']['rate']:.4f}")
             for g, v in c["groups"].items()
         )
         lines.append(
