@@ -147,11 +147,13 @@ def gate(
     sets: list,
     target_far: float,
     margin: float,
+    group_labels: str,
+    fairness_margins: list,
     holdout: Input[Dataset],
     metrics: Output[Metrics],
     report: Output[Markdown],
 ) -> str:
-    """Champion vs challenger on the same pairs: margin + McNemar + paired bootstrap. Returns promote | keep."""
+    """Champion vs challenger on the same pairs: margin + McNemar + paired bootstrap + equal treatment."""
     from facegate.pipeline.steps import gate_step
 
     return gate_step(
@@ -162,6 +164,31 @@ def gate(
         margin=margin,
         metrics=metrics,
         report_path=report.path,
+        group_labels=group_labels,
+        fairness_margins=fairness_margins,
+    )
+
+
+@component
+def group_report(
+    model: str,
+    sets: list,
+    group_labels: str,
+    holdout: Input[Dataset],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+) -> dict:
+    """Per-group error rates of the registered version at its threshold (HTML + groups.json metadata, MLflow)."""
+    from facegate.pipeline.fairness import group_report_step
+
+    return group_report_step(
+        model,
+        sets,
+        group_labels,
+        holdout_dir=holdout.path,
+        metrics=metrics,
+        report_path=report.path,
+        report_metadata=report.metadata,
     )
 
 

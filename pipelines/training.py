@@ -1,4 +1,4 @@
-"""The training pipeline: ingest → train → evaluate → export → register → gate → reindex → canary → analysis.
+"""Training pipeline: ingest → train → evaluate → export → register → gate + group report → reindex → canary.
 
 ``python pipelines/training.py`` compiles it to ``pipelines/training.yaml`` beside this file (a test checks that
 the committed YAML is what this writes). ``facegate pipeline run training [--local]`` runs it: on a laptop with
@@ -23,6 +23,8 @@ NAME = "facegate-training"
 #: A small raw set every facegate image carries is not a thing; the demo and the tests pass their own URI.
 DEFAULT_DATASET = "s3://facegate-datasets/checkin/raw"
 DEFAULT_SETS = ["holdout"]
+#: How much a challenger may widen the gaps between groups (docs/fairness.md); used when group_labels is set.
+DEFAULT_FAIRNESS_MARGINS = ["fnmr_ratio=0.25", "fmr_ratio=0.5", "fdr=0.01"]
 # Names shared with manifests/ (the Kubeflow profile namespace holds them).
 ENV_CONFIGMAP = "facegate-pipeline-env"
 ENV_KEYS = (
@@ -103,6 +105,8 @@ def training(
     verification_sets: list = DEFAULT_SETS,
     target_far: float = 1e-3,
     gate_margin: float = 0.0,
+    group_labels: str = "",
+    fairness_margins: list = DEFAULT_FAIRNESS_MARGINS,
     canary_percent: int = 10,
     holdout_per_identity: int = 2,
     train_backend: str = "local",
@@ -121,7 +125,15 @@ def training(
                 sets=verification_sets,
                 target_far=target_far,
                 margin=gate_margin,
+                group_labels=group_labels,
+                fairness_margins=fairness_margins,
                 holdout=ing.outputs["holdout_data"],
+            ),
+            cpu="4",
+        )
+        wire(
+            steps.group_report(
+                model=reg.output, sets=verification_sets, group_labels=group_labels, holdout=ing.outputs["holdout_data"]
             ),
             cpu="4",
         )

@@ -37,6 +37,12 @@ def lfw() -> Path:
 
 
 @pytest.fixture(scope="session")
+def lfw_gender() -> Path:
+    """Manually verified gender labels of LFW images (``image,gender``; see its README)."""
+    return _require(SHARED / "data" / "lfw-groups" / "gender.csv")
+
+
+@pytest.fixture(scope="session")
 def sface():  # type: ignore[no-untyped-def]
     from facegate.models import create_embedder
 

@@ -142,6 +142,21 @@ def evaluate(
     record: Annotated[
         bool, typer.Option(help="When --model is a bundle, store the result and its threshold in the bundle.")
     ] = True,
+    groups: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV image|identity,<label>...: per-group error rates at the model's deployment threshold "
+            "(groups.json, plots; docs/fairness.md).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    covariates: Annotated[
+        bool,
+        typer.Option(
+            "--covariates", help="Also bin every image by illumination, face size, pose and sharpness: covariates/."
+        ),
+    ] = False,
 ) -> None:
     """Run the LFW 10-fold verification protocol and write metrics and plots."""
     from facegate.data.pairs import load_pairs
@@ -177,6 +192,26 @@ def evaluate(
     write_report(result, pairset, out)
     settings.dump(out)
     m = result.metrics
+    if groups is not None:
+        from facegate.evaluate.fairness_plots import run_groups
+
+        # The threshold the model version ships with, read before this run may record a new one in the bundle.
+        for line in run_groups(groups, pairset, result, embedder, out):
+            typer.echo(line)
+    if covariates:
+        from facegate.evaluate.covariates import run_covariates
+
+        lines = run_covariates(
+            pairset,
+            result,
+            embedder,
+            aligner_from_settings(settings),
+            out,
+            mode=ev.align,
+            workers=ev.workers,
+            limits=limits_from_settings(settings),
+        )
+        typer.echo("\n".join(lines))
     if record and Path(settings.model).is_dir() and not m["n_failed_pairs"]:
         from facegate.evaluate.runner import record_in_bundle
 

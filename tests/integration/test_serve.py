@@ -160,6 +160,14 @@ def test_verify_accepts_same_person_rejects_other_and_asks_retry(service, photos
     metrics = generate_latest(REGISTRY).decode()
     assert 'facegate_decisions_total{decision="retry",model_version=' in metrics
     assert "facegate_stage_seconds_bucket" in metrics and "facegate_score_bucket" in metrics
+    # The blank grey photo (no face) is counted in its illumination bin, by covariate and bin only.
+    assert (
+        'facegate_covariate_decisions_total{bin="normal",covariate="illumination",decision="retry",reason="no_face"}'
+        in metrics
+    )
+    by_bin = client.get("/admin/v1/covariates", headers=service[2]).json()
+    assert by_bin["illumination"]["normal"]["retry"] >= 1 and by_bin["face_size"]["unknown"]["retry"] >= 1
+    assert client.get("/admin/v1/covariates", headers=kiosk).status_code == 403  # proctors' view, not kiosks'
 
 
 def test_embed_model_returns_unit_norm_embeddings(service, photos, lfw):

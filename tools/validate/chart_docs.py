@@ -94,6 +94,9 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "metrics.rules.noFaceRate": _FRACTION,
     "metrics.rules.errorRate": _FRACTION,
     "metrics.rules.scoreDrift": _FRACTION,
+    "metrics.rules.covariateDepartureRatio": {"type": "number", "exclusiveMinimum": 1},
+    "metrics.rules.covariateDepartureMin": _FRACTION,
+    "metrics.rules.covariateMinCheckins": {"type": "integer", "minimum": 1},
     "metrics.rules.p99LatencySeconds": {"type": "number", "exclusiveMinimum": 0},
     # Retention and backups (docs/operations-retention.md): the bounds facegate's RetentionSettings enforce too.
     **{f"{job}.schedule": _CRON for job in ("retention", "backup")},

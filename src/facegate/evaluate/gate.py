@@ -15,6 +15,11 @@ must hold for a promotion:
    - A paired bootstrap (pairs resampled within each class, so the FAR stays resolvable) of the TAR gain; the lower
      end of its ``1 - alpha`` one-sided interval must be above zero.
 
+4. **Equal treatment**, where the gate pairs carry group labels: the challenger must not widen the gap between
+   groups (FNMR ratio, FMR ratio, fairness discrepancy rate) beyond ``policy.fairness``'s margins, judged on a paired
+   identity bootstrap (:mod:`facegate.evaluate.fairness_gate`). A wider gap blocks promotion even when accuracy
+   improves.
+
 The decision is a pure function of the labels and the two score vectors (:func:`compare_models`); its numbers and
 reasons go to MLflow and to the pipeline run's Markdown report (:meth:`GateDecision.to_markdown`).
 """
@@ -22,11 +27,14 @@ reasons go to MLflow and to the pipeline run's Markdown report (:meth:`GateDecis
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from facegate.evaluate.fairness_gate import FairnessPolicy, compare_fairness, fairness_markdown
+from facegate.evaluate.groups import PairGroups
 from facegate.evaluate.metrics import best_accuracy_threshold, tar_at_far
 
 __all__ = ["GateDecision", "GatePolicy", "ModelScores", "compare_models", "mcnemar_exact"]
@@ -46,6 +54,7 @@ class GatePolicy:
             ``fitted`` at each model's accuracy-optimal threshold on these very pairs, the same rule for both. Use
             ``fitted`` when one model's deployment threshold was itself chosen on the gate pairs (a pipeline's
             challenger): otherwise that model is flattered and the other is not.
+        fairness: Margins of the equal-treatment condition (used when the gate is given groups).
     """
 
     margin: float = 0.0
@@ -54,6 +63,7 @@ class GatePolicy:
     bootstrap: int = 1000
     seed: int = 0
     thresholds: Literal["deployed", "fitted"] = "deployed"
+    fairness: FairnessPolicy = field(default_factory=FairnessPolicy)
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,8 @@ class GateDecision:
                 f"TAR gain, paired bootstrap ({n['tar']['bootstrap']} resamples): one-sided "
                 f"{1 - n['policy']['alpha']:.0%} lower bound {n['tar']['gain_lower']:+.4f}.",
             ]
+        if n.get("fairness"):
+            lines += ["", fairness_markdown(n["fairness"], FairnessPolicy(**n["policy"]["fairness"]))]
         return "\n".join(lines) + "\n"
 
 
@@ -154,6 +166,7 @@ def compare_models(
     champion: ModelScores | None,
     challenger: ModelScores,
     policy: GatePolicy | None = None,
+    groups: Sequence[PairGroups] = (),
 ) -> GateDecision:
     """Decide whether ``challenger`` replaces ``champion`` (see the module docstring for the rule).
 
@@ -162,7 +175,9 @@ def compare_models(
         champion: The serving model's scores on the same pairs; ``None`` when nothing serves yet (the challenger is
             then promoted: there is nothing to protect).
         challenger: The candidate's scores.
-        policy: Margin, target FAR, significance.
+        policy: Margin, target FAR, significance, equal-treatment margins.
+        groups: Label columns over the same pairs (:func:`~facegate.evaluate.groups.assign_groups`); each adds an
+            equal-treatment check ``fairness_<column>``.
 
     Raises:
         ValueError: If score vectors and labels differ in length or a class is missing.
@@ -223,6 +238,19 @@ def compare_models(
         "mcnemar": (p_value < alpha, f"McNemar p = {p_value:.4g} vs alpha {alpha:g} ({only_b} vs {only_a} flips)"),
         "bootstrap": (gain_lower > 0.0, f"TAR gain lower bound {gain_lower:+.4f} (one-sided {1 - alpha:.0%})"),
     }
+    fairness = [
+        compare_fairness(pg, y, (a, thresholds["champion"]), (b, thresholds["challenger"]), policy.fairness)
+        for pg in groups
+    ]
+    for f in fairness:
+        judged = [v for v in f["measures"].values() if v["judged"]]
+        checks[f"fairness_{f['column']}"] = (
+            f["passed"],
+            f"equal treatment by {f['column']}: "
+            + ("no gap widened beyond its margin" if f["passed"] else "a gap between groups widened beyond its margin")
+            + ("" if judged else " (no measure could be judged: too few groups large enough to rank)"),
+        )
+        notes += f["reasons"]
     promote = all(ok for ok, _ in checks.values())
     reasons = [("passed: " if ok else "failed: ") + text for ok, text in checks.values()] + notes
     return GateDecision(
@@ -245,5 +273,6 @@ def compare_models(
             },
             "mcnemar": {"only_champion_right": only_a, "only_challenger_right": only_b, "p_value": p_value},
             "checks": {k: ok for k, (ok, _) in checks.items()},
+            "fairness": fairness,
         },
     )

@@ -41,6 +41,7 @@ class EvalResult:
         same: Label per pair.
         failed_images: ``{image: "code: message"}`` for every image that could not be used.
         failed_pairs: Indices of pairs with a failed image.
+        failed_keys: ``{image key: "code: message"}``, the same failures by key (per-group failure to acquire).
     """
 
     metrics: dict[str, Any]
@@ -48,6 +49,7 @@ class EvalResult:
     same: np.ndarray
     failed_images: dict[str, str] = field(default_factory=dict)
     failed_pairs: list[int] = field(default_factory=list)
+    failed_keys: dict[str, str] = field(default_factory=dict)
 
 
 def _prepare_one(
@@ -189,7 +191,12 @@ def evaluate_pairs(
         }
     )
     return EvalResult(
-        metrics=metrics, scores=scores, same=pairset.same, failed_images=failed_named, failed_pairs=failed_pairs
+        metrics=metrics,
+        scores=scores,
+        same=pairset.same,
+        failed_images=failed_named,
+        failed_pairs=failed_pairs,
+        failed_keys=dict(sorted(failures.items())),
     )
 
 

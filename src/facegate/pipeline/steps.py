@@ -642,11 +642,15 @@ def gate_step(
     alpha: float = 0.05,
     metrics: MetricsSink | None = None,
     report_path: str | None = None,
+    group_labels: str = "",
+    fairness_margins: Sequence[str] = (),
 ) -> str:
     """Score champion and challenger on the same pairs and decide (see :mod:`facegate.evaluate.gate`).
 
     The decision and its numbers go to the challenger's model version (tags ``gate.*``, and ``gate.md`` in its
-    registration run) and to ``report_path`` (the run's Markdown output).
+    registration run) and to ``report_path`` (the run's Markdown output). With ``group_labels`` (a group CSV) the
+    challenger must also not widen the gaps between groups beyond ``fairness_margins`` (``"fnmr_ratio=0.25"``, ...;
+    :mod:`facegate.evaluate.fairness_gate`).
 
     Returns:
         ``"promote"`` or ``"keep"``.
@@ -690,8 +694,11 @@ def gate_step(
         scored[role] = ModelScores(v.uri, np.concatenate(parts), emb.default_threshold)
     # The challenger's bundle threshold was chosen on these same pairs (evaluate/export): judge both models by the
     # same fitted rule so neither is flattered.
-    policy = GatePolicy(margin, target_far, alpha, thresholds="fitted")
-    decision = compare_models(labels, scored.get("champion"), scored["challenger"], policy)
+    from facegate.pipeline.fairness import fairness_policy, gate_groups
+
+    policy = GatePolicy(margin, target_far, alpha, thresholds="fitted", fairness=fairness_policy(fairness_margins))
+    groups = gate_groups(group_labels, pairsets)
+    decision = compare_models(labels, scored.get("champion"), scored["challenger"], policy, groups=groups)
     text = decision.to_markdown()
     _say("gate: " + ("PROMOTE" if decision.promote else "KEEP the champion") + "; " + "; ".join(decision.reasons))
     n = decision.numbers
@@ -736,6 +743,7 @@ def _record_gate(version: Any, decision: dict[str, Any], markdown: str, home: Pa
                 "gate.tar_gain_lower": f"{n['tar']['gain_lower']:.6f}",
             }
         )
+        tags.update({f"gate.fairness.{f['column']}": "passed" if f["passed"] else "failed" for f in n["fairness"]})
     for k, v in tags.items():
         client.set_model_version_tag(version.name, version.version, k, v[:5000])
     if version.run_id:

@@ -47,6 +47,7 @@ from facegate.faces.pipeline import (
     limits_from_settings,
 )
 from facegate.models.base import Embedder, load_embedder
+from facegate.serve import covariate_metrics
 from facegate.serve.batching import MicroBatcher
 from facegate.serve.gallery import Gallery, check_student_id
 from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model
@@ -263,6 +264,7 @@ class _Check:
     embedding: np.ndarray | None = None
     reason: str | None = None
     message: str = ""
+    bins: dict[str, str] = field(default_factory=dict)  # image-covariate bins (facegate.serve.covariate_metrics)
 
 
 class _FacegateModel(Model):  # type: ignore[misc]
@@ -368,6 +370,7 @@ class VerifierModel(_FacegateModel):
         image = await rt.run(self._image, values["image"][0], "image", budget)
         face: np.ndarray | None = None
         reason, message = None, ""
+        crop = None
         try:
             crop = await rt.run(self._crop, image, "always")
             face = crop.face
@@ -377,6 +380,7 @@ class VerifierModel(_FacegateModel):
         except FaceError as exc:
             reason = "low_quality" if exc.code in LOW_QUALITY else exc.code
             message = exc.message
+        bins = covariate_metrics.measure_request(image, crop)
         del image
         template = await rt.run(rt.gallery.template, student_id, version)
         if template is None:
@@ -389,7 +393,9 @@ class VerifierModel(_FacegateModel):
                                   "decision": "reject", "reason": "unknown_student", "model_version": version}},
             )  # fmt: skip
             raise UnknownStudentError(f"no enrolled template for this student and model version {version}")
-        return _Check(protocol, rid, kiosk, student_id, template, started, face, reason=reason, message=message)
+        return _Check(
+            protocol, rid, kiosk, student_id, template, started, face, reason=reason, message=message, bins=bins
+        )
 
     def _live(self, checker: LivenessChecker, image: np.ndarray, box: tuple[float, float, float, float]) -> bool:
         t0 = time.perf_counter()
@@ -423,7 +429,11 @@ class VerifierModel(_FacegateModel):
             reason = "match" if decision == "accept" else "mismatch"
             check.message = f"score {score:.3f} {'>=' if decision == 'accept' else '<'} threshold {threshold:.3f}"
         DECISIONS.labels(decision, reason, version).inc()
+<<<<<<< HEAD
         count_checkin(check.kiosk, decision)
+=======
+        covariate_metrics.record(check.bins, decision, reason)
+>>>>>>> fair
         t0 = time.perf_counter()
         await rt.run(self._audit, check.kiosk, check.student_id, decision, score, reason)
         STAGE_SECONDS.labels("audit", rt.embedder.name).observe(time.perf_counter() - t0)

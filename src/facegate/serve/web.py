@@ -183,6 +183,12 @@ def _console_admin_router(runtime: Runtime) -> APIRouter:
     async def audit(before: int | None = None, limit: int = 20) -> Any:
         return await runtime.run(audit_page, runtime, before, limit)
 
+    @router.get("/covariates")
+    async def covariates() -> Any:
+        from facegate.serve.covariate_metrics import snapshot  # decisions per photo-covariate bin, this process
+
+        return snapshot()
+
     return router
 
 

@@ -2,6 +2,7 @@
 // counters, all through the admin API with an admin key.
 import { ApiError, call } from "./api.js";
 import { grabJpeg, startCamera, stopCamera, toBase64 } from "./camera.js";
+import { loadCovariates } from "./covariates.js";
 
 // The admin key is kept in sessionStorage: it survives a reload of the console but is gone when the tab closes,
 // so a proctor's key does not stay behind on a shared exam-room machine. It is never put in a URL.
@@ -98,6 +99,7 @@ async function loadService() {
     cell(tr, "total");
     cell(tr, counters.total);
     body.appendChild(tr);
+    await loadCovariates(api, $("covariate-table").querySelector("tbody"));
   } catch (err) {
     if (!(await handleAuthError(err))) announce(`Could not load the service state: ${describe(err)}`);
   }
