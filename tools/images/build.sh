@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Build the images with podman: `build.sh serve`, `build.sh pipeline-cpu`, `build.sh pipeline` (CUDA; needs a
+# registry for its base), or several. Prints one JSON line per image (size, build seconds, load average).
+#
+# Without a reachable registry (FACEGATE_LOCAL_BASE=1, the default here) the upstream images are replaced by the
+# local ones of tools/images/base.sh, and torch for the CPU pipeline image comes from a PyPI-style index served on
+# 127.0.0.1 from pip's find-links folder when that folder holds the wheel (download.pytorch.org is unreachable on
+# this machine kind); elsewhere from https://download.pytorch.org/whl/cpu. Each build runs with --network host so
+# the build can reach that index, PyPI and Debian's mirror.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "${HERE}"
+PODMAN="${HERE}/tools/images/podman.sh"
+VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)"
+REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+LOCAL_BASE="${FACEGATE_LOCAL_BASE:-1}"
+OUT="${HERE}/build/images"
+mkdir -p "${OUT}"
+
+common=(build --format docker --network host --build-arg "VERSION=${VERSION}" --build-arg "REVISION=${REVISION}")
+[[ -n "${EXTRA_CA_CERTS:-}" ]] && common+=(--build-arg "EXTRA_CA_CERTS=${EXTRA_CA_CERTS}")
+if [[ "${LOCAL_BASE}" == 1 ]]; then
+  tools/images/base.sh
+  uv_version="$(.uv/bin/uv --version | awk '{print $2}')"
+  common+=(--pull=never --build-arg "BASE_IMAGE=localhost/facegate-base:bookworm"
+           --build-arg "UV_IMAGE=localhost/facegate-uv:${uv_version}")
+fi
+
+INDEX_PID=""
+cleanup() { if [[ -n "${INDEX_PID}" ]]; then kill "${INDEX_PID}" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+
+# A PEP 503 index with one project, torch, holding pip's find-links copy of the locked CPU wheel (its sha256 checked
+# against uv.lock first). Prints the index URL, or nothing when there is no such wheel.
+local_torch_index() {
+  local links wheel dir port
+  links="$(python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*find-links='\([^']*\)'.*/\1/p" | head -n1)"
+  [[ -n "${links}" ]] || return 0
+  wheel="$(ls "${links}"/torch-*+cpu-cp311-*.whl 2>/dev/null | head -n1)"
+  [[ -n "${wheel}" ]] || return 0
+  python3 - "${wheel}" <<'PY' || { echo "torch wheel in ${links} does not match uv.lock" >&2; exit 1; }
+import hashlib, re, sys
+digest = hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()
+sys.exit(0 if re.search(rf"sha256:{digest}\b", open("uv.lock").read()) else 1)
+PY
+  dir="${OUT}/torch-index"
+  rm -rf "${dir}" && mkdir -p "${dir}/simple/torch"
+  ln -s "${wheel}" "${dir}/simple/torch/$(basename "${wheel}")"
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  python3 -m http.server --bind 127.0.0.1 --directory "${dir}" "${port}" >/dev/null 2>&1 &
+  INDEX_PID=$!
+  for _ in $(seq 50); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${port}/simple/torch/')" \
+    2>/dev/null && break; sleep 0.1; done
+  echo "http://127.0.0.1:${port}/simple"
+}
+
+build_one() {
+  local name="$1" tag args=() start secs size
+  case "${name}" in
+    serve) tag="ghcr.io/facegate/facegate-serve:${VERSION}"; args=(-f docker/serve.Dockerfile) ;;
+    pipeline) tag="ghcr.io/facegate/facegate-pipeline:${VERSION}"; args=(-f docker/pipeline.Dockerfile) ;;
+    pipeline-cpu)
+      tag="ghcr.io/facegate/facegate-pipeline:${VERSION}-cpu"; args=(-f docker/pipeline.Dockerfile)
+      local index=""
+      [[ "${LOCAL_BASE}" == 1 ]] && index="$(local_torch_index)"
+      args+=(--build-arg "TORCH_INDEX=${index:-https://download.pytorch.org/whl/cpu}")
+      [[ "${LOCAL_BASE}" == 1 ]] || args+=(--build-arg "BASE_IMAGE=docker.io/library/python:3.11-slim-trixie") ;;
+    *) echo "unknown image: ${name} (serve, pipeline, pipeline-cpu)" >&2; exit 2 ;;
+  esac
+  echo "==> ${tag}" >&2
+  start="$(date +%s.%N)"
+  "${PODMAN}" "${common[@]}" "${args[@]}" -t "${tag}" . >"${OUT}/${name}.build.log" 2>&1 \
+    || { tail -40 "${OUT}/${name}.build.log" >&2; exit 1; }
+  secs="$(python3 -c "import time; print(round(time.time() - ${start}, 1))")"
+  size="$("${PODMAN}" image inspect --format '{{.Size}}' "${tag}")"
+  printf '{"image": "%s", "size_mb": %s, "build_s": %s, "loadavg": "%s"}\n' \
+    "${tag}" "$((size / 1000000))" "${secs}" "$(cut -d' ' -f1-3 /proc/loadavg)" | tee "${OUT}/${name}.json"
+}
+
+[[ $# -gt 0 ]] || set -- serve pipeline-cpu
+for name in "$@"; do build_one "${name}"; done
