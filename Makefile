@@ -5,11 +5,14 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 UV_VERSION := 0.13.9
 UV := .uv/bin/uv
-# uv ignores pip.conf; hand it pip's find-links folder (on this machine kind it holds the CPU torch wheel).
+# torch comes from PyTorch's CPU index (pyproject's [tool.uv.sources]). Machines that reach only PyPI may hold the
+# same wheel in pip's find-links folder: install uses it there, after checking it against the lock's sha256.
+# (--inexact there: a plain sync would uninstall the torch it was told not to install.)
+TORCH_INDEX := https://download.pytorch.org/whl/cpu/torch/
 FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^[^=]*find-links='\([^']*\)'.*/\1/p" | head -n1)
 # The real interpreter, not a pyenv shim: uv rebuilds a venv whose interpreter path differs from the one it is given.
 PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
-UV_SYNC := $(UV) sync --frozen --python $(PYTHON_EXE) $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+UV_SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 # Telemetry off for everything started from here; uv never downloads an interpreter.
 export MLFLOW_DISABLE_TELEMETRY=true RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 DO_NOT_TRACK=1
@@ -26,7 +29,15 @@ $(UV):
 	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 install: $(UV)  ## build .venv from uv.lock (core + eval + demo + dev extras)
-	$(UV_SYNC) --extra dev
+	@if $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)', timeout=5)" 2>/dev/null; then \
+	  $(UV_SYNC) --extra dev; \
+	else \
+	  echo "$(TORCH_INDEX) unreachable: looking for the locked torch wheel in pip's find-links folder"; \
+	  wheel=$$($(PYTHON) tools/locked_wheel.py torch "$(or $(FIND_LINKS),.)") \
+	    || { echo "no verified local torch wheel either: install needs $(TORCH_INDEX)" >&2; exit 1; }; \
+	  $(UV_SYNC) --extra dev --inexact --no-install-package torch \
+	    && $(UV) pip install -q --python .venv/bin/python --no-deps "$$wheel"; \
+	fi
 
 lock: $(UV)  ## re-resolve uv.lock after editing pyproject.toml
 	$(UV) lock --python $(PYTHON)
