@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY=true RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 
 export OPENVINO_TELEMETRY_OPT_OUT=1 NNCF_TELEMETRY_OPT_OUT=1 UV_PYTHON_DOWNLOADS=never
 
 .PHONY: help install demo test lint typecheck unit integration e2e bench lock clean validate validate-tools \
-	validate-ansible-idempotency
+	validate-ansible-idempotency images images-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -88,6 +88,15 @@ validate: install validate-tools  ## lint/render/validate every deployment artif
 
 validate-ansible-idempotency: validate-tools  ## common + containerd roles twice on a debootstrap'd Debian root (root)
 	tools/validate/ansible_idempotency.sh
+
+# Container images with podman (docs/images.md): base images from the registry, or debootstrap'd where none answers.
+images: install  ## build the serve and pipeline images (the pipeline's CPU variant where no registry answers)
+	tools/images/build.sh $(IMAGES)
+
+images-check: install  ## build the serve + CPU pipeline images, smoke-test serve, run a KFP step in the pipeline one
+	tools/images/build.sh serve pipeline-cpu
+	.venv/bin/python tools/images/smoke_serve.py
+	.venv/bin/python tools/images/smoke_pipeline.py
 
 clean:  ## remove the environment and local state
 	rm -rf .venv .uv .facegate .pytest_cache .mypy_cache .ruff_cache .venv-validate .tools

@@ -12,13 +12,14 @@
 #   BASE_IMAGE       CUDA 12.6 + cuDNN (the newest toolkit whose PyTorch builds still ship Volta sm_70 kernels for
 #                    the V100 workers), or any Python 3.11 image for the CPU variant.
 #   TORCH_INDEX      the PyTorch index torch==TORCH_VERSION comes from (the build of the base's accelerator).
-#   UV_IMAGE         where the uv binary comes from (/uv in that image); an internal mirror behind a proxy.
+#   UV_IMAGE         where the uv binary comes from (/uv in UV_IMAGE:UV_VERSION); an internal mirror behind a proxy.
 #   PYTHON_VERSION   used from the base when it has it, else a uv-managed CPython (the CUDA base has none).
 #   EXTRA_CA_CERTS   PEM text of extra CA certificates the build trusts (TLS-intercepting proxies); build stage only.
 ARG BASE_IMAGE=docker.io/nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
-ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+ARG UV_IMAGE=ghcr.io/astral-sh/uv
+ARG UV_VERSION=0.13.9
 
-FROM ${UV_IMAGE} AS uv
+FROM ${UV_IMAGE}:${UV_VERSION} AS uv
 
 # ---- build ----
 FROM ${BASE_IMAGE} AS build
@@ -39,7 +40,8 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_PYTHON_PREFERENCE=system \
     UV_PROJECT_ENVIRONMENT=/opt/venv
-RUN mkdir -p /opt/python && uv python find "${PYTHON_VERSION}" || uv python install "${PYTHON_VERSION}"
+RUN mkdir -p /opt/python \
+    && if ! uv python find "${PYTHON_VERSION}"; then uv python install "${PYTHON_VERSION}"; fi
 WORKDIR /src
 COPY pyproject.toml uv.lock ./
 # Everything from the lock except torch, whose build must match the base's accelerator: it comes from TORCH_INDEX

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build the images with podman: `build.sh serve`, `build.sh pipeline-cpu`, `build.sh pipeline` (CUDA; needs a
-# registry for its base), or several. Prints one JSON line per image (size, build seconds, load average).
+# registry for its base), or several; with no argument, the serve image and the pipeline image (its CUDA variant
+# where the registry answers, else its CPU variant). Prints one JSON line per image (size, build seconds, load).
 #
-# Without a reachable registry (FACEGATE_LOCAL_BASE=1, the default here) the upstream images are replaced by the
-# local ones of tools/images/base.sh, and torch for the CPU pipeline image comes from a PyPI-style index served on
+# Without a reachable registry (FACEGATE_LOCAL_BASE=1; by default when Docker Hub does not answer) the upstream
+# images are replaced by the local ones of tools/images/base.sh, and torch for the CPU pipeline image comes from a PyPI-style index served on
 # 127.0.0.1 from pip's find-links folder when that folder holds the wheel (download.pytorch.org is unreachable on
 # this machine kind); elsewhere from https://download.pytorch.org/whl/cpu. Each build runs with --network host so
 # the build can reach that index, PyPI and Debian's mirror.
@@ -13,36 +14,52 @@ cd "${HERE}"
 PODMAN="${HERE}/tools/images/podman.sh"
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)"
 REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-LOCAL_BASE="${FACEGATE_LOCAL_BASE:-1}"
+LOCAL_BASE="${FACEGATE_LOCAL_BASE:-}"
+if [[ -z "${LOCAL_BASE}" ]]; then  # any HTTP answer (401 included) means the registry is reachable
+  if python3 -c "import urllib.request as u, urllib.error as e
+try: u.urlopen('https://registry-1.docker.io/v2/', timeout=5)
+except e.HTTPError: pass" 2>/dev/null; then LOCAL_BASE=0; else LOCAL_BASE=1; fi
+fi
 OUT="${HERE}/build/images"
 mkdir -p "${OUT}"
 
 common=(build --format docker --network host --build-arg "VERSION=${VERSION}" --build-arg "REVISION=${REVISION}")
-[[ -n "${EXTRA_CA_CERTS:-}" ]] && common+=(--build-arg "EXTRA_CA_CERTS=${EXTRA_CA_CERTS}")
+# Extra CAs for the build (TLS-intercepting proxies): EXTRA_CA_FILE (PEM), else the certificates this host trusts
+# beyond Debian's ca-certificates set (how such proxies are usually trusted; this machine kind has one).
+extra_ca="$(python3 - "${EXTRA_CA_FILE:-}" <<'PY'
+import glob, re, sys
+pem = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+if sys.argv[1]:
+    print("\n".join(pem.findall(open(sys.argv[1]).read())))
+    sys.exit()
+known = {"".join(m.split()) for f in glob.glob("/usr/share/ca-certificates/**/*.crt", recursive=True)
+         for m in pem.findall(open(f).read())}
+try:
+    bundle = open("/etc/ssl/certs/ca-certificates.crt").read()
+except OSError:
+    sys.exit()
+print("\n".join(m for m in pem.findall(bundle) if "".join(m.split()) not in known))
+PY
+)"
+[[ -n "${extra_ca}" ]] && common+=(--build-arg "EXTRA_CA_CERTS=${extra_ca}")
 if [[ "${LOCAL_BASE}" == 1 ]]; then
   tools/images/base.sh
   uv_version="$(.uv/bin/uv --version | awk '{print $2}')"
   common+=(--pull=never --build-arg "BASE_IMAGE=localhost/facegate-base:bookworm"
-           --build-arg "UV_IMAGE=localhost/facegate-uv:${uv_version}")
+           --build-arg "UV_IMAGE=localhost/facegate-uv" --build-arg "UV_VERSION=${uv_version}")
 fi
 
 INDEX_PID=""
 cleanup() { if [[ -n "${INDEX_PID}" ]]; then kill "${INDEX_PID}" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-# A PEP 503 index with one project, torch, holding pip's find-links copy of the locked CPU wheel (its sha256 checked
-# against uv.lock first). Prints the index URL, or nothing when there is no such wheel.
+# A PEP 503 index with one project, torch, holding pip's find-links copy of the locked CPU wheel (name and sha256
+# checked against uv.lock by tools/locked_wheel.py). Prints the index URL, or nothing when there is no such wheel.
 local_torch_index() {
   local links wheel dir port
   links="$(python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*find-links='\([^']*\)'.*/\1/p" | head -n1)"
   [[ -n "${links}" ]] || return 0
-  wheel="$(ls "${links}"/torch-*+cpu-cp311-*.whl 2>/dev/null | head -n1)"
-  [[ -n "${wheel}" ]] || return 0
-  python3 - "${wheel}" <<'PY' || { echo "torch wheel in ${links} does not match uv.lock" >&2; exit 1; }
-import hashlib, re, sys
-digest = hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()
-sys.exit(0 if re.search(rf"sha256:{digest}\b", open("uv.lock").read()) else 1)
-PY
+  wheel="$(python3 tools/locked_wheel.py torch "${links}")" || return 0
   dir="${OUT}/torch-index"
   rm -rf "${dir}" && mkdir -p "${dir}/simple/torch"
   ln -s "${wheel}" "${dir}/simple/torch/$(basename "${wheel}")"
@@ -77,5 +94,7 @@ build_one() {
     "${tag}" "$((size / 1000000))" "${secs}" "$(cut -d' ' -f1-3 /proc/loadavg)" | tee "${OUT}/${name}.json"
 }
 
-[[ $# -gt 0 ]] || set -- serve pipeline-cpu
+if [[ $# -eq 0 ]]; then
+  if [[ "${LOCAL_BASE}" == 1 ]]; then set -- serve pipeline-cpu; else set -- serve pipeline; fi
+fi
 for name in "$@"; do build_one "${name}"; done
