@@ -23,7 +23,10 @@ fi
 OUT="${HERE}/build/images"
 mkdir -p "${OUT}"
 
-common=(build --format docker --network host --build-arg "VERSION=${VERSION}" --build-arg "REVISION=${REVISION}")
+# FACEGATE_BUILD_FLAGS: more `podman build` flags (--no-cache to time a cold build).
+# shellcheck disable=SC2206
+common=(build --format docker --network host --build-arg "VERSION=${VERSION}" --build-arg "REVISION=${REVISION}"
+        ${FACEGATE_BUILD_FLAGS:-})
 # Extra CAs for the build (TLS-intercepting proxies): EXTRA_CA_FILE (PEM), else the certificates this host trusts
 # beyond Debian's ca-certificates set (how such proxies are usually trusted; this machine kind has one).
 extra_ca="$(python3 - "${EXTRA_CA_FILE:-}" <<'PY'
@@ -54,7 +57,9 @@ cleanup() { if [[ -n "${INDEX_PID}" ]]; then kill "${INDEX_PID}" 2>/dev/null || 
 trap cleanup EXIT
 
 # A PEP 503 index with one project, torch, holding pip's find-links copy of the locked CPU wheel (name and sha256
-# checked against uv.lock by tools/locked_wheel.py). Prints the index URL, or nothing when there is no such wheel.
+# checked against uv.lock by tools/locked_wheel.py). Sets TORCH_LOCAL_INDEX to its URL, or leaves it empty when
+# there is no such wheel. (Not a $(...) subshell: the server must be this shell's child, to be stopped on exit.)
+TORCH_LOCAL_INDEX=""
 local_torch_index() {
   local links wheel dir port
   links="$(python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*find-links='\([^']*\)'.*/\1/p" | head -n1)"
@@ -68,7 +73,7 @@ local_torch_index() {
   INDEX_PID=$!
   for _ in $(seq 50); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${port}/simple/torch/')" \
     2>/dev/null && break; sleep 0.1; done
-  echo "http://127.0.0.1:${port}/simple"
+  TORCH_LOCAL_INDEX="http://127.0.0.1:${port}/simple"
 }
 
 build_one() {
@@ -78,9 +83,8 @@ build_one() {
     pipeline) tag="ghcr.io/facegate/facegate-pipeline:${VERSION}"; args=(-f docker/pipeline.Dockerfile) ;;
     pipeline-cpu)
       tag="ghcr.io/facegate/facegate-pipeline:${VERSION}-cpu"; args=(-f docker/pipeline.Dockerfile)
-      local index=""
-      [[ "${LOCAL_BASE}" == 1 ]] && index="$(local_torch_index)"
-      args+=(--build-arg "TORCH_INDEX=${index:-https://download.pytorch.org/whl/cpu}")
+      if [[ "${LOCAL_BASE}" == 1 && -z "${TORCH_LOCAL_INDEX}" ]]; then local_torch_index; fi
+      args+=(--build-arg "TORCH_INDEX=${TORCH_LOCAL_INDEX:-https://download.pytorch.org/whl/cpu}")
       [[ "${LOCAL_BASE}" == 1 ]] || args+=(--build-arg "BASE_IMAGE=docker.io/library/python:3.11-slim-trixie") ;;
     *) echo "unknown image: ${name} (serve, pipeline, pipeline-cpu)" >&2; exit 2 ;;
   esac

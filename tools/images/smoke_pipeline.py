@@ -30,7 +30,8 @@ FACES = 3
 
 def kfp_container(step: str = "evaluate") -> dict[str, Any]:
     """The executor container (command, args, image) KFP runs for ``step``, from the compiled pipeline."""
-    spec = yaml.safe_load((REPO / "pipelines" / "training.yaml").read_text(encoding="utf-8"))
+    docs = yaml.safe_load_all((REPO / "pipelines" / "training.yaml").read_text(encoding="utf-8"))
+    spec = next(d for d in docs if "deploymentSpec" in d)  # the pipeline spec; the platform spec follows
     return dict(spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"])
 
 
@@ -105,7 +106,7 @@ def run(image: str) -> dict[str, Any]:
     secs = time.monotonic() - t0
     check(res.returncode == 0, f"evaluate step exited {res.returncode}:\n{(res.stdout + res.stderr)[-3000:]}")
     executor_output = json.loads((out / "executor_output.json").read_text())
-    returned = json.loads((out / "Output").read_text())
+    returned = executor_output["parameterValues"]["Output"]  # the step's return value, as KFP reads it back
     check("holdout" in returned and 0.5 <= returned["holdout"]["accuracy"] <= 1.0, f"step returned {returned}")
     check((out / "report.html").read_text().lstrip().lower().startswith("<"), "no HTML report")
     check(any((out / "evaluated_model").iterdir()), "no evaluated bundle")

@@ -114,7 +114,8 @@ class Container:
         args = ["run", "-d", "--name", self.name, "--read-only", "--user", f"{UID}:{UID}",
                 "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                 "--tmpfs", "/var/lib/facegate:rw,size=64m,mode=1777",
-                "--tmpfs", "/tmp:rw,size=64m", "-v",  # noqa: S108 (the container's own /tmp) f"{model}:/mnt/models:ro",
+                "--tmpfs", "/tmp:rw,size=64m",  # noqa: S108 (the container's own /tmp)
+                "-v", f"{model}:/mnt/models:ro",
                 "-p", f"127.0.0.1:{self.port}:8080", "-p", f"127.0.0.1:{self.metrics_port}:8082",
                 *[x for k in env for x in ("-e", k)]]  # fmt: skip
         if entrypoint:
