@@ -22,6 +22,7 @@ import pkgutil
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 #: The extra whose packages are kept only where the server needs them, and the ones it needs.
 PARTIAL_EXTRA = "export"
@@ -37,7 +38,7 @@ LAZY = ("kserve", "openvino", "cv2", "sqlalchemy.dialects.sqlite", "sqlalchemy.d
 
 
 def _closure(
-    packages: dict[str, dict], roots: list[tuple[str, tuple[str, ...]]], prune: tuple[str, ...] = ()
+    packages: dict[str, dict[str, Any]], roots: list[tuple[str, tuple[str, ...]]], prune: tuple[str, ...] = ()
 ) -> set[str]:
     """Names of every package reachable from ``roots`` ((name, extras) pairs), not walking into ``prune``."""
     seen: set[tuple[str, tuple[str, ...]]] = set()
@@ -64,7 +65,7 @@ def excludes(lock_path: Path, project: str = "facegate") -> list[str]:
     me = packages[project]
     opt = me.get("optional-dependencies", {})
 
-    def deps(items: list[dict]) -> list[tuple[str, tuple[str, ...]]]:
+    def deps(items: list[dict[str, Any]]) -> list[tuple[str, tuple[str, ...]]]:
         return [(d["name"], tuple(sorted(d.get("extra", [])))) for d in items]
 
     base = deps(me.get("dependencies", [])) + [d for e in FULL_EXTRAS for d in deps(opt.get(e, []))]

@@ -14,7 +14,8 @@ then checks, failing with the reason on the first that does not hold:
 - SIGTERM with a request in flight (its headers sent, its body not yet): the request is still answered, and the
   container exits within the grace period (30 s in Kubernetes). Checked twice: with the image's entrypoint (tini)
   and as the chart starts it (`command: [facegate]`, so the Python server itself is PID 1).
-Prints one JSON object: start-to-ready, first and median verify latency, drain and exit times, load average.
+Prints one JSON object: start-to-ready (and, as its peer in the same run, the same server started from this
+checkout's venv without a container), first and median verify latency, drain and exit times, load average.
 Starts and removes only its own containers (by the names it gives them).
 """
 
@@ -25,6 +26,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -157,6 +159,29 @@ class Container:
         podman("rm", "-f", "-t", "0", self.name, ok=False)
 
 
+def native_start_to_ready(model: Path, env: dict[str, str], home: Path) -> float:
+    """The same server started from this checkout's venv, no container: the peer of the start-to-ready figure."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "facegate", "serve", "--model", str(model), "--port", str(port), "--metrics-port", "0"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(  # noqa: S603 (our own argv)
+        cmd, env={**os.environ, **env, "FACEGATE_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while time.monotonic() - t0 < 120:
+            check(proc.poll() is None, "the native server exited before ready")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+                    return time.monotonic() - t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SmokeError("the native server was not ready within 120 s")
+    finally:
+        proc.terminate()  # the process this function started, by its pid
+        proc.wait(30)
+
+
 def drain_on_sigterm(ctr: Container, body: bytes, path: str, headers: dict[str, str]) -> dict[str, float | int]:
     """SIGTERM with a request in flight: the request must still be answered, the container exit within GRACE_S."""
     sock = socket.create_connection(("127.0.0.1", ctr.port), timeout=GRACE_S)
@@ -210,9 +235,13 @@ def run(image: str) -> dict[str, Any]:
     result: dict[str, Any] = {"image": image, "size_mb": inspect["Size"] // 1_000_000}
     check(result["size_mb"] <= SIZE_GOAL_MB, f"the image is {result['size_mb']} MB (goal: {SIZE_GOAL_MB} MB)")
 
+    native_home = REPO / "build" / "images" / "smoke-native-home"
+    shutil.rmtree(native_home, ignore_errors=True)
+    result["native_start_to_ready_s"] = round(native_start_to_ready(model, env, native_home), 2)
     ctr = Container(image, model, env)
     try:
         result["start_to_ready_s"] = round(ctr.start(), 2)
+        result["start_to_ready_vs_native"] = round(result["start_to_ready_s"] / result["native_start_to_ready_s"], 2)
         whoami = podman("exec", ctr.name, "python", "-c", "import os; print(os.getuid(), os.getgid())").stdout
         check(whoami.split() == [UID, UID], f"server runs as {whoami.strip()}, not {UID}")
         write = podman("exec", ctr.name, "sh", "-c", "echo x > /opt/venv/probe", ok=False)
