@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY=true RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 
 export OPENVINO_TELEMETRY_OPT_OUT=1 NNCF_TELEMETRY_OPT_OUT=1 UV_PYTHON_DOWNLOADS=never
 
 .PHONY: help install demo test lint typecheck unit integration e2e bench lock clean validate validate-tools \
-	validate-ansible-idempotency images images-check
+	validate-ansible-idempotency validate-apt
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -85,11 +85,16 @@ validate: install validate-tools  ## lint/render/validate every deployment artif
 	tools/validate/validate.sh
 	.venv/bin/pytest -p no:cacheprovider tests/deploy
 	$(MAKE) validate-ansible-idempotency
+	$(MAKE) validate-apt
+
+validate-apt: validate-tools  ## Debian pins resolved with apt-get install --simulate in the debootstrap root (root)
+	tools/validate/apt_simulate.sh
 
 validate-ansible-idempotency: validate-tools  ## common + containerd roles twice on a debootstrap'd Debian root (root)
 	tools/validate/ansible_idempotency.sh
 
 # Container images with podman (docs/images.md): base images from the registry, or debootstrap'd where none answers.
+.PHONY: images images-check
 images: install  ## build the serve and pipeline images (the pipeline's CPU variant where no registry answers)
 	tools/images/build.sh $(IMAGES)
 

@@ -33,7 +33,7 @@ data_app = typer.Typer(
 )
 models_app = typer.Typer(help="Registered face-embedding models.", no_args_is_help=True)
 gallery_app = typer.Typer(
-    help="Enrollment gallery: enroll, delete, list, reindex for a new model, rotate keys (FACEGATE_GALLERY_KEYS).",
+    help="Gallery: enroll, delete, list, reindex, rotate-keys, purge, backup, restore (FACEGATE_GALLERY_KEYS)",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -493,6 +493,101 @@ def gallery_rotate(ctx: typer.Context, db: GalleryUrl = None) -> None:
     typer.echo(f"re-encrypted {_gallery(ctx, db).rotate_keys()} crops")
 
 
+@gallery_app.command("purge")
+@_errors
+def gallery_purge(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be erased; change nothing.")] = False,
+    now: Annotated[str | None, typer.Option(help="Judge ages at this ISO time instead of now.")] = None,
+    db: GalleryUrl = None,
+) -> None:
+    """Erase students past the retention policy (retention.*) and age out the audit; counts go in the audit."""
+    from facegate.serve.retention import plan_purge, purge
+
+    at = _iso_time(now, "--now")
+    settings = _settings(ctx)
+    gallery = _gallery(ctx, db)
+    plan = (plan_purge if dry_run else purge)(gallery, settings.retention, now=at)
+    typer.echo(json.dumps(plan.to_dict() if dry_run else plan.summary(), indent=2))
+
+
+@gallery_app.command("enrollment-end")
+@_errors
+def gallery_enrollment_end(
+    ctx: typer.Context,
+    student_id: Annotated[str, typer.Argument(help="The student's id.")],
+    ends_on: Annotated[str, typer.Argument(help="Last day of enrollment (YYYY-MM-DD), or 'none' to clear it.")],
+    db: GalleryUrl = None,
+) -> None:
+    """Record the last day of a student's enrollment: `gallery purge` erases them the day after."""
+    from facegate.serve.retention import set_enrollment_end
+
+    day = None if ends_on.lower() == "none" else _iso_time(ends_on, "ENDS_ON").date()
+    set_enrollment_end(_gallery(ctx, db), student_id, day)
+    typer.echo(f"{student_id}: enrollment ends {day.isoformat() if day else 'never (cleared)'}")
+
+
+def _iso_time(value: str | None, flag: str) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date/time", param_hint=flag) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _backup_store(ctx: typer.Context, url: str | None) -> tuple[Any, Any]:
+    from facegate.data.storage import open_storage
+
+    settings = _settings(ctx)
+    target = url or settings.backup.url or settings.storage_url()
+    return open_storage(target, endpoint_url=settings.storage.s3_endpoint), settings.backup
+
+
+BackupUrl = Annotated[str | None, typer.Option(help="Storage URL for backups (default backup.url, else storage.url).")]
+
+
+@gallery_app.command("backup")
+@_errors
+def gallery_backup(
+    ctx: typer.Context,
+    to: BackupUrl = None,
+    keep: Annotated[int | None, typer.Option(help="Backups to keep (default backup.keep).")] = None,
+    dump_file: Annotated[Path | None, typer.Option(help="Seal this pg_dump file instead of dumping.")] = None,
+    db: GalleryUrl = None,
+) -> None:
+    """Back up the gallery database, encrypted with a key derived from the gallery keys; keep the last K."""
+    from dataclasses import asdict
+
+    from facegate.serve.backup import backup_gallery
+    from facegate.serve.gallery import KeyRing
+
+    store, cfg = _backup_store(ctx, to)
+    url = db or _settings(ctx).gallery_url()
+    res = backup_gallery(url, store, KeyRing.from_env(), prefix=cfg.prefix, keep=keep or cfg.keep, dump_file=dump_file)
+    typer.echo(json.dumps(asdict(res), indent=2))
+
+
+@gallery_app.command("restore")
+@_errors
+def gallery_restore(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="'latest', a backup's file name or its object key.")] = "latest",
+    source: Annotated[str | None, typer.Option("--from", help="Storage URL of the backups.")] = None,
+    db: GalleryUrl = None,
+) -> None:
+    """Restore a backup into an EMPTY database (a non-empty one is refused); needs FACEGATE_GALLERY_KEYS."""
+    from facegate.serve.backup import restore_gallery
+    from facegate.serve.gallery import KeyRing
+
+    store, cfg = _backup_store(ctx, source)
+    url = db or _settings(ctx).gallery_url()
+    typer.echo(json.dumps(restore_gallery(url, store, KeyRing.from_env(), prefix=cfg.prefix, name=name), indent=2))
+
+
 @gallery_app.command("new-key")
 def gallery_new_key(key_id: Annotated[str, typer.Argument(help="Id of the new key.")] = "k1") -> None:
     """Print a new id:base64key entry for FACEGATE_GALLERY_KEYS (store it in a secret, never in git)."""
@@ -718,7 +813,8 @@ def registry_register(
 
 
 rollout_app = typer.Typer(
-    help="KServe rollout of the verifier: canary, promote, rollback, status (server-side apply).", no_args_is_help=True
+    help="KServe rollout of the verifier: canary, promote, rollback (helm upgrade of the release), status.",
+    no_args_is_help=True,
 )
 app.add_typer(rollout_app, name="rollout")
 
@@ -730,6 +826,20 @@ ModelVersionOpt = Annotated[str | None, typer.Option(help="Bundle version string
 Namespace = Annotated[str, typer.Option(help="Namespace of the InferenceService.")]
 IsvcName = Annotated[str, typer.Option("--name", help="InferenceService name.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the object (YAML) instead of applying it.")]
+Release = Annotated[str, typer.Option(envvar="FACEGATE_HELM_RELEASE", help="Helm release that owns the verifier.")]
+Chart = Annotated[
+    str, typer.Option(envvar="FACEGATE_HELM_CHART", help="Chart of the release: OCI/repo reference or a local folder.")
+]
+HelmBin = Annotated[str, typer.Option("--helm", envvar="FACEGATE_HELM", help="The helm executable.")]
+_CHART = "oci://ghcr.io/facegate/charts/facegate"  # facegate.rollout.helm.DEFAULT_CHART (cli imports lazily)
+
+
+def _release(release: str, chart: str, helm: str, namespace: str) -> Any:
+    from facegate.rollout.helm import HelmRelease
+
+    return HelmRelease(release=release, namespace=namespace, chart=chart, helm=helm)
+
+
 CrdDir = Annotated[
     Path | None, typer.Option("--crds", help="Validate against the KServe CRDs in this folder first.", file_okay=False)
 ]
@@ -784,6 +894,9 @@ def rollout_canary(
     db: GalleryUrl = None,
     crds: CrdDir = None,
     dry_run: DryRun = False,
+    release: Release = "facegate",
+    chart: Chart = _CHART,
+    helm: HelmBin = "helm",
 ) -> None:
     """Route PERCENT % of check-ins to a new version; refused unless the gallery has its templates."""
     from facegate.rollout.kserve import canary
@@ -791,7 +904,8 @@ def rollout_canary(
     uri, version = _rollout_target(ctx, model, storage_uri, model_version)
     baseline = _serving_version(name, namespace, dry_run)
     obj = canary(uri, version, percent, gallery=db or _settings(ctx).gallery_url(), baseline_version=baseline,
-                 name=name, namespace=namespace, crd_dir=crds, dry_run=dry_run)  # fmt: skip
+                 name=name, namespace=namespace, crd_dir=crds, dry_run=dry_run,
+                 release=_release(release, chart, helm, namespace))  # fmt: skip
     _rollout_done("canary", obj, dry_run)
 
 
@@ -807,13 +921,16 @@ def rollout_promote(
     db: GalleryUrl = None,
     crds: CrdDir = None,
     dry_run: DryRun = False,
+    release: Release = "facegate",
+    chart: Chart = _CHART,
+    helm: HelmBin = "helm",
 ) -> None:
     """Send 100 % of check-ins to the version (removes canaryTrafficPercent); templates are checked first."""
     from facegate.rollout.kserve import promote
 
     uri, version = _rollout_target(ctx, model, storage_uri, model_version)
     obj = promote(uri, version, gallery=db or _settings(ctx).gallery_url(), name=name, namespace=namespace,
-                  crd_dir=crds, dry_run=dry_run)  # fmt: skip
+                  crd_dir=crds, dry_run=dry_run, release=_release(release, chart, helm, namespace))  # fmt: skip
     _rollout_done("promote", obj, dry_run)
 
 
@@ -828,6 +945,9 @@ def rollout_rollback(
     name: IsvcName = "facegate-verifier",
     crds: CrdDir = None,
     dry_run: DryRun = False,
+    release: Release = "facegate",
+    chart: Chart = _CHART,
+    helm: HelmBin = "helm",
 ) -> None:
     """Pin every check-in to the last rolled-out revision (canaryTrafficPercent: 0).
 
@@ -842,7 +962,8 @@ def rollout_rollback(
         if not st.storage_uri or not st.model_version:
             raise FacegateError(f"{namespace}/{name} has no facegate model version to keep", code="not_deployed")
         uri, version = st.storage_uri, st.model_version
-    obj = rollback(uri, version, name=name, namespace=namespace, crd_dir=crds, dry_run=dry_run)
+    obj = rollback(uri, version, name=name, namespace=namespace, crd_dir=crds, dry_run=dry_run,
+                   release=_release(release, chart, helm, namespace))  # fmt: skip
     _rollout_done("rollback", obj, dry_run)
 
 

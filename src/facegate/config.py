@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from facegate.errors import ConfigError
 from facegate.utils import atomic_write_text
@@ -134,6 +135,37 @@ class StorageSettings(_Frozen):
     s3_endpoint: str | None = None
 
 
+class RetentionSettings(_Frozen):
+    """How long the gallery keeps biometric data and audit rows (``facegate gallery purge``).
+
+    A student's templates and encrypted crops go once the student has not been verified (nor enrolled) for
+    ``inactive_days``, or for everyone once ``end_of_enrollment`` has passed. Audit rows older than ``audit_days``
+    are stripped of the student id (``audit_mode: strip``, counts stay for statistics) or deleted (``delete``).
+    """
+
+    inactive_days: int = Field(365, ge=1, le=3 * 365)  # BIPA: destroy within three years of the last interaction
+    end_of_enrollment: date | None = None
+    audit_days: int = Field(365, ge=1)
+    audit_mode: Literal["strip", "delete"] = "strip"
+
+    @model_validator(mode="after")
+    def _audit_outlives_templates(self) -> RetentionSettings:
+        # The audit's verify rows are the record of a student's last interaction: erasing them sooner would make a
+        # student who was verified recently look inactive, and erase them early.
+        if self.audit_days < self.inactive_days:
+            raise ValueError("audit_days must be at least inactive_days (the audit records the last verification)")
+        return self
+
+
+class BackupSettings(_Frozen):
+    """Gallery backups (``facegate gallery backup``): where, and how many copies to keep."""
+
+    #: Storage URL for backups; empty = ``storage.url`` (``<home>/store`` by default).
+    url: str = ""
+    prefix: str = Field("backups/gallery", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    keep: int = Field(7, ge=1, le=1000)
+
+
 class Settings(_Frozen):
     """Everything facegate can be configured with."""
 
@@ -148,6 +180,8 @@ class Settings(_Frozen):
     verify: VerifySettings = VerifySettings()
     storage: StorageSettings = StorageSettings()
     serve: ServeSettings = ServeSettings()
+    retention: RetentionSettings = RetentionSettings()
+    backup: BackupSettings = BackupSettings()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready plain dict."""

@@ -79,6 +79,8 @@ def pod_specs(objects: Objects) -> list[tuple[str, dict[str, Any]]]:
         kind, spec = obj["kind"], obj.get("spec", {})
         if kind in ("Deployment", "StatefulSet", "Job"):
             specs.append((f"{kind}/{obj['metadata']['name']}", spec["template"]["spec"]))
+        elif kind == "CronJob":
+            specs.append((f"{kind}/{obj['metadata']['name']}", spec["jobTemplate"]["spec"]["template"]["spec"]))
         elif kind == "ServingRuntime":
             specs.append((f"{kind}/{obj['metadata']['name']}", spec))
     return specs

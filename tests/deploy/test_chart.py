@@ -140,8 +140,11 @@ def _pod_labels(objects: Objects) -> dict[str, dict[str, str]]:
     """Component -> labels of its pods (the verifier's as KServe labels them)."""
     labels = {"verifier": {"serving.kserve.io/inferenceservice": "facegate-verifier"}}
     for obj in objects:
-        if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
-            pod = obj["spec"]["template"]["metadata"]["labels"]
+        if obj["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob"):
+            template = (
+                obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else obj["spec"]["template"]
+            )
+            pod = template["metadata"]["labels"]
             labels[pod["app.kubernetes.io/component"]] = pod
     return labels
 
@@ -174,7 +177,7 @@ def test_network_policies_select_the_right_pods(render: Render, values: str) -> 
     assert [p["port"] for p in rule["ports"]] == [5432]
     assert all("namespaceSelector" not in peer and "ipBlock" not in peer for peer in rule["from"])
     allowed = {c for c, pod in pods.items() if any(_labels_match(peer["podSelector"], pod) for peer in rule["from"])}
-    assert allowed == {"verifier", "admin", "reindex", "mlflow"}
+    assert allowed == {"verifier", "admin", "reindex", "mlflow", "purge", "backup"}
 
     # Metrics ports admit Prometheus's pods in its namespace only.
     for policy in (verifier, _policy(objects, "-admin")):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.deploy.conftest import one, require_tool
+from tests.deploy.conftest import of_kind, one, require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,8 @@ def test_dev_workloads_need_no_gpu_and_no_node_pool() -> None:
 @pytest.mark.parametrize("overlay", ["dev", "chameleon"])
 def test_pipeline_runner_may_only_touch_the_verifier_in_the_serving_namespace(overlay: str) -> None:
     objects = build(overlay)
-    assert one(objects, "Profile", "facegate-ml")
+    assert one(objects, "Namespace", "facegate-ml")
+    assert not of_kind(objects, "Profile"), "nothing installs the Profile CRD next to standalone Kubeflow Pipelines"
     rollout = one(objects, "Role", "facegate-rollout")
     assert rollout["metadata"]["namespace"] == "facegate"
     for rule in rollout["rules"]:

@@ -129,7 +129,7 @@ def test_ansible_lint_rejects_a_bare_command(broken_tree: Callable[..., Path]) -
 
 
 def test_overlong_yaml_line_fails_yamllint(broken_tree: Callable[..., Path]) -> None:
-    root = broken_tree("manifests/base/profile.yaml", lambda s: s + "# " + "a long comment " * 10 + "\n")
+    root = broken_tree("manifests/base/namespace.yaml", lambda s: s + "# " + "a long comment " * 10 + "\n")
     assert_fails(run_step(root, "yaml"), "line too long")
 
 
@@ -155,3 +155,10 @@ def test_dockerfile_without_healthcheck_fails_checkov(broken_tree: Callable[...,
 
     root = broken_tree("docker/serve.Dockerfile", drop_healthcheck)
     assert_fails(run_step(root, "checkov-docker"), "CKV_DOCKER_2")
+
+
+def test_a_kind_nothing_installs_fails_k8s(broken_tree: Callable[..., Path]) -> None:
+    # Standalone Kubeflow Pipelines installs no Profile CRD: a Profile in the manifests must fail, not be waved through.
+    profile = "---\napiVersion: kubeflow.org/v1\nkind: Profile\nmetadata:\n  name: facegate-ml\nspec: {}\n"
+    root = broken_tree("manifests/base/namespace.yaml", lambda s: s + profile)
+    assert_fails(run_step(root, "k8s"), "no schema for kubeflow.org/v1 Profile")

@@ -85,3 +85,6 @@ def test_failed_run_is_recorded_by_the_exit_handler(home: Path, tmp_path: Path) 
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs[0].data.tags["state"] == "FAILED"
     assert runs[0].data.tags["facegate.kind"] == "pipeline-failure"
+    # The step that failed and why, not KFP's generic "Task exit-handler-1 failed."
+    assert runs[0].data.tags["failed_step"] == "ingest" and runs[0].data.tags["error_class"] == "DataError"
+    assert runs[0].data.tags["error"].startswith("DataError: ") and "dataset not found" in runs[0].data.tags["error"]

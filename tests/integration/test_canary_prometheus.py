@@ -13,24 +13,21 @@ import contextlib
 import json
 import math
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from facegate.rollout import canary
 from facegate.rollout.kserve import RolloutError
-from facegate.rollout.procs import ServeProcess, free_port
+from facegate.rollout.procs import ServeProcess
 from facegate.serve.gallery import Gallery, KeyRing
+from tests.integration.promserver import PROMETHEUS, run_prometheus
 
 pytestmark = pytest.mark.integration
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PER_VERSION = 20
 # Three servers share two cores with other work here: latency is judged loosely, the accept rate strictly.
 POLICY = canary.CanaryPolicy(min_requests=12, max_p99_ratio=4.0, p99_slack_s=1.0)
@@ -44,13 +41,6 @@ def _bundle(root: Path, version: str, threshold: float) -> Path:
     root.mkdir(parents=True)
     (root / "facegate.json").write_text(json.dumps({"model": "sface", "version": version, "threshold": threshold}))
     return root
-
-
-def _wait(what: str, ok: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok():
-        assert time.monotonic() < deadline, f"{what} did not happen in {timeout_s} s"
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")
@@ -91,57 +81,26 @@ def setup(photos: Path, aligner: Any, tmp_path_factory: pytest.TempPathFactory) 
             s.wait_ready()
         for s in servers.values():  # creates every labelled series before Prometheus takes its first sample
             assert canary.send_checkins(s.url, s.admin_key, checkins[:1]) == {"200": 1}
-        port = free_port()
-        jobs = "\n".join(
-            f"      - targets: ['{urlsplit(s.metrics_url).netloc}']\n        labels: {{facegate_model_version: {v}}}"
-            for v, s in servers.items()
-        )
-        (tmp / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-            f"scrape_configs:\n  - job_name: facegate\n    metrics_path: /metrics\n    static_configs:\n{jobs}\n"
-        )
-        log = stack.enter_context((tmp / "prometheus.log").open("w"))
-        prom = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        try:
-            prom_url = f"http://127.0.0.1:{port}"
-            source = canary.PrometheusSource(prom_url)
+        targets = {s.metrics_url: {"facegate_model_version": v} for v, s in servers.items()}
+        prom_url = stack.enter_context(run_prometheus(tmp, targets))  # returns once the three targets are up
+        time.sleep(2.5)  # a baseline sample of every series, taken after the warm-up request
+        started = time.time()
+        with contextlib.ExitStack() as pools:
+            from concurrent.futures import ThreadPoolExecutor
 
-            def ready() -> bool:
-                with contextlib.suppress(httpx.HTTPError):
-                    return httpx.get(prom_url + "/-/ready", timeout=2).status_code == 200
-                return False
-
-            _wait("Prometheus ready", ready, 60)
-            _wait("three targets up", lambda: sum(v for _, v in source.query("up")) == 3, 30)
-            time.sleep(2.5)  # a baseline sample of every series, taken after the warm-up request
-            started = time.time()
-            with contextlib.ExitStack() as pools:
-                from concurrent.futures import ThreadPoolExecutor
-
-                pool = pools.enter_context(ThreadPoolExecutor(max_workers=3))
-                futures = {
-                    v: pool.submit(canary.send_checkins, s.url, s.admin_key,
-                                   [checkins[i % len(checkins)] for i in range(PER_VERSION)], concurrency=2)
-                    for v, s in servers.items()
-                }  # fmt: skip
-                statuses = {v: f.result() for v, f in futures.items()}
-            time.sleep(3.0)  # the last scrapes
-            at = time.time()
-            window = f"{math.ceil(at - started + 1.5)}s"
-            yield {"servers": servers, "prometheus": prom_url, "window": window, "at": at, "statuses": statuses,
-                   "bundles": bundles, "gallery_url": url, "env": env, "checkin_dir": checkin_dir,
-                   "tmp": tmp}  # fmt: skip
-        finally:
-            prom.terminate()  # the process this fixture started, by its handle
-            try:
-                prom.wait(15)
-            except subprocess.TimeoutExpired:
-                prom.kill()
-                prom.wait(10)
+            pool = pools.enter_context(ThreadPoolExecutor(max_workers=3))
+            futures = {
+                v: pool.submit(canary.send_checkins, s.url, s.admin_key,
+                               [checkins[i % len(checkins)] for i in range(PER_VERSION)], concurrency=2)
+                for v, s in servers.items()
+            }  # fmt: skip
+            statuses = {v: f.result() for v, f in futures.items()}
+        time.sleep(3.0)  # the last scrapes
+        at = time.time()
+        window = f"{math.ceil(at - started + 1.5)}s"
+        yield {"servers": servers, "prometheus": prom_url, "window": window, "at": at, "statuses": statuses,
+               "bundles": bundles, "gallery_url": url, "env": env, "checkin_dir": checkin_dir,
+               "tmp": tmp}  # fmt: skip
 
 
 def test_every_checkin_was_answered(setup: dict[str, Any]) -> None:

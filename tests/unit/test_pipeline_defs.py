@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -287,3 +289,26 @@ def test_holdout_pairs_are_all_pairs_or_a_fixed_sample(tmp_path: Path) -> None:
     (odd / "p.csv").write_text("image_a,image_b,same\nid00/0.jpg,id00/1.jpg,1\nid00/0.jpg,id01/0.jpg,0\n")
     [(name, ps)] = _pairsets([f"{odd / 'p.csv'}|{tmp_path / 'held'}"], None)
     assert name == "p" and len(ps) == 2
+
+
+def test_local_runs_clean_only_their_own_temp_folders(tmp_path, monkeypatch):
+    # kfp's local runner writes each task's source to $(mktemp -d); a second run's folder in the shared temp
+    # folder must survive this run's clean-up.
+    import tempfile
+
+    from facegate.pipeline.runner import private_tmpdir
+
+    shared = Path(tempfile.gettempdir())
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with private_tmpdir() as scratch:
+        made = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True, check=True).stdout.strip())
+        (made / "ephemeral_component.py").write_text("# this run's task")
+        other = Path(tempfile.mkdtemp(prefix="tmp.", dir=shared))  # a concurrent run's task folder
+        (other / "ephemeral_component.py").write_text("# another run's task")
+        assert made.parent == scratch
+    try:
+        assert not scratch.exists() and not made.exists()
+        assert (other / "ephemeral_component.py").is_file()
+        assert os.environ["TMPDIR"] == str(tmp_path)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)

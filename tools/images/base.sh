@@ -3,14 +3,12 @@
 # registry (CI here reaches Debian's mirror and PyPI only). Idempotent; prints nothing when both exist.
 #   localhost/facegate-base:bookworm  Debian 12 minbase + python3 (3.11) + ca-certificates, made by debootstrap, in
 #                                     place of python:3.11-slim-*. The root tarball is the one the Ansible
-#                                     idempotency check caches (.tools/debootstrap/), made once for both.
+#                                     and apt checks cache (tools/validate/debian_root.sh), made once for all.
 #   localhost/facegate-uv:0.13.9      /uv from uv 0.13.9's PyPI wheel (the Makefile's .uv), in place of
 #                                     ghcr.io/astral-sh/uv:0.13.9.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/../.." && pwd)"
 PODMAN="${HERE}/tools/images/podman.sh"
-CACHE="${HERE}/.tools/debootstrap"
-TARBALL="${CACHE}/bookworm-minbase.tar"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BASE="${FACEGATE_BASE_IMAGE:-localhost/facegate-base:bookworm}"
 UV_VERSION="$("${HERE}/.uv/bin/uv" --version | awk '{print $2}')"
@@ -18,16 +16,9 @@ UV_IMAGE="localhost/facegate-uv:${UV_VERSION}"
 
 if ! "${PODMAN}" image exists "${BASE}"; then
   [[ "$(id -u)" == 0 ]] || { echo "debootstrap needs root" >&2; exit 2; }
-  if [[ ! -s "${TARBALL}" ]]; then
-    echo "==> debootstrap bookworm (cached in ${TARBALL})"
-    mkdir -p "${CACHE}"
-    build="$(mktemp -d "${CACHE}/build.XXXXXX")"
-    # The same command as tools/validate/ansible_idempotency.sh, so either check reuses the other's root.
-    debootstrap --variant=minbase --include=python3,python3-apt,ca-certificates bookworm "${build}" "${MIRROR}" \
-      >"${CACHE}/debootstrap.log" 2>&1 || { tail -20 "${CACHE}/debootstrap.log" >&2; rm -rf "${build}"; exit 1; }
-    tar -C "${build}" -cf "${TARBALL}.tmp" . && mv "${TARBALL}.tmp" "${TARBALL}"
-    rm -rf "${build}"
-  fi
+  # shellcheck source=tools/validate/debian_root.sh
+  source "${HERE}/tools/validate/debian_root.sh"
+  TARBALL="$(debian_root_tarball "${HERE}" "${MIRROR}")"
   echo "==> podman import ${BASE}"
   root="$(mktemp -d /var/tmp/facegate-base.XXXXXX)"
   trap 'rm -rf "${root}"' EXIT

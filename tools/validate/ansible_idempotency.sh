@@ -7,28 +7,21 @@
 #   kernel    modprobe, sysctl --system, swapoff and systemd units act on the running kernel/init; in a chroot
 #             they would act on the host's. The files that persist the same settings are still written and checked.
 #   k8s_repo  pkgs.k8s.io is not reachable from CI (only Debian's mirror is).
+#   upstream_download  github.com (the containerd release tarball) is not reachable from CI either; its tag is
+#             checked by tools/validate/check_pins.py.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")/../.." && pwd)"
 VENV="${HERE}/.venv-validate/bin"
-CACHE="${HERE}/.tools/debootstrap"
-TARBALL="${CACHE}/bookworm-minbase.tar"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 [[ "$(id -u)" == 0 ]] || { echo "needs root (chroot and mounts)" >&2; exit 2; }
 command -v debootstrap >/dev/null || { echo "needs debootstrap (apt-get install debootstrap)" >&2; exit 2; }
 [[ -x "${VENV}/ansible-playbook" ]] || { echo "missing ${VENV}/ansible-playbook: run make validate-tools" >&2; exit 2; }
 
-if [[ ! -s "${TARBALL}" ]]; then
-  echo "==> debootstrap bookworm (cached in ${TARBALL})"
-  mkdir -p "${CACHE}"
-  build="$(mktemp -d "${CACHE}/build.XXXXXX")"
-  # python3 + python3-apt: what ansible's apt modules need inside the target.
-  debootstrap --variant=minbase --include=python3,python3-apt,ca-certificates bookworm "${build}" "${MIRROR}" \
-    >"${CACHE}/debootstrap.log" 2>&1 || { tail -20 "${CACHE}/debootstrap.log" >&2; rm -rf "${build}"; exit 1; }
-  tar -C "${build}" -cf "${TARBALL}.tmp" . && mv "${TARBALL}.tmp" "${TARBALL}"
-  rm -rf "${build}"
-fi
+# shellcheck source=tools/validate/debian_root.sh
+source "${HERE}/tools/validate/debian_root.sh"
+TARBALL="$(debian_root_tarball "${HERE}" "${MIRROR}")"
 
 ROOTFS="$(mktemp -d /var/tmp/facegate-root.XXXXXX)"
 cleanup() {
@@ -53,7 +46,7 @@ export ANSIBLE_LOCAL_TEMP="${work}/tmp" ANSIBLE_REMOTE_TEMP=/tmp ANSIBLE_RETRY_F
 run() {
   "${VENV}/ansible-playbook" -i "${work}/inventory.yml" "${HERE}/tools/validate/idempotency-playbook.yml" \
     -e "@${HERE}/ansible/group_vars/all/versions.yml" -e "@${HERE}/ansible/group_vars/all/main.yml" \
-    --skip-tags kernel,k8s_repo | tee "${work}/run-$1.log"
+    --skip-tags kernel,k8s_repo,upstream_download | tee "${work}/run-$1.log"
 }
 
 echo "==> first run (installs)"

@@ -28,6 +28,8 @@ _SECRET = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "ma
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _QUANTITY = {"type": ["string", "number"], "pattern": r"^[0-9.]+(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"}
 _FRACTION = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+_CRON = {"type": "string", "pattern": r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$"}
+_TIME_ZONE = {"type": "string", "pattern": r"^([A-Za-z_]+(/[A-Za-z0-9_+-]+)*)?$"}
 _TOLERATIONS = {
     "type": "array",
     "items": {
@@ -50,6 +52,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "model.storageUri": {"type": "string", "pattern": r"^(s3|gs|https?|pvc)://.+"},
     "model.version": {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"},
     "verifier.canaryTrafficPercent": {"type": "integer", "minimum": 0, "maximum": 100},
+    "serve.liveness.model": {"type": "string", "pattern": r"^/.+"},
+    "serve.liveness.threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
     "verifier.minReplicas": {"type": "integer", "minimum": 1},
     "verifier.maxReplicas": {"type": "integer", "minimum": 1},
     "verifier.scaleMetric": {"enum": ["concurrency", "rps"]},
@@ -85,10 +89,25 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "metrics.serviceMonitor.interval": {"type": "string", "pattern": r"^[0-9]+(s|m)$"},
     "metrics.serviceMonitor.labels": _STRING_MAP,
     "metrics.rules.labels": _STRING_MAP,
+    "metrics.dashboards.labels": _STRING_MAP,
+    "metrics.dashboards.annotations": _STRING_MAP,
     "metrics.rules.noFaceRate": _FRACTION,
     "metrics.rules.errorRate": _FRACTION,
     "metrics.rules.scoreDrift": _FRACTION,
     "metrics.rules.p99LatencySeconds": {"type": "number", "exclusiveMinimum": 0},
+    # Retention and backups (docs/operations-retention.md): the bounds facegate's RetentionSettings enforce too.
+    **{f"{job}.schedule": _CRON for job in ("retention", "backup")},
+    **{f"{job}.timeZone": _TIME_ZONE for job in ("retention", "backup")},
+    "retention.inactiveDays": {"type": "integer", "minimum": 1, "maximum": 1095},
+    "retention.auditDays": {"type": "integer", "minimum": 1},
+    "retention.endOfEnrollment": {"type": "string", "pattern": r"^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"},
+    "retention.auditMode": {"enum": ["strip", "delete"]},
+    "retention.activeDeadlineSeconds": {"type": "integer", "minimum": 60},
+    "backup.url": {"type": "string", "pattern": r"^s3://[a-z0-9][a-z0-9.-]+(/.*)?$"},
+    "backup.keep": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "backup.pgDumpImage": {"type": "string", "minLength": 1},
+    "backup.dumpSizeLimit": {"type": "string", "pattern": r"^[0-9]+(Mi|Gi|Ti)$"},
+    "backup.activeDeadlineSeconds": {"type": "integer", "minimum": 60},
 }
 
 

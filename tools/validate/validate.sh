@@ -8,6 +8,8 @@
 #              checkov-docker, checkov-k8s, checkov-terraform)
 #   terraform  terraform fmt -check; terraform test of the provider-free inventory module
 #   ansible    ansible-playbook --syntax-check; ansible-lint (production profile)
+#   pins       every version pin against ../shared/upstream (tools/validate/check_pins.py: tags, charts, install
+#              paths, the stack's compatibility statements; images it can verify)
 #
 #   tools/validate/validate.sh [STEP...]     (no step = all, in the order above)
 #
@@ -73,8 +75,13 @@ check_chart() {
 check_k8s() {
   [[ -d "${SHARED}/crds" ]] || { echo "CRD schemas not found at ${SHARED}/crds (set SHARED)" >&2; exit 2; }
   [[ -d "${OUT}/rendered" ]] || render
-  step "kubernetes-validate + CRD schemas (${SHARED}/crds)"
-  "${VENV}/python" "${HERE}/tools/validate/k8s_validate.py" --crds "${SHARED}/crds" "${OUT}"/rendered/*.yaml
+  # Built-in kinds are checked against the Kubernetes minor the playbook installs.
+  local minor
+  minor="$("${VENV}/python" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["kubernetes_minor"])' \
+    "${ROOT}/ansible/group_vars/all/versions.yml")"
+  step "kubernetes-validate (Kubernetes ${minor}) + CRD schemas (${SHARED}/crds)"
+  "${VENV}/python" "${HERE}/tools/validate/k8s_validate.py" --k8s-version "${minor}" --crds "${SHARED}/crds" \
+    "${OUT}"/rendered/*.yaml
 }
 
 check_docker() {
@@ -128,6 +135,14 @@ check_terraform() {
   rm -rf "${data}"
 }
 
+check_pins() {
+  local upstream="${FACEGATE_SHARED:+${FACEGATE_SHARED}/upstream}"
+  upstream="${upstream:-${SHARED}/upstream}"
+  [[ -f "${upstream}/index.json" ]] || { echo "upstream snapshot not found at ${upstream} (set SHARED)" >&2; exit 2; }
+  step "pins against the upstream snapshot (${upstream})"
+  "${VENV}/python" "${HERE}/tools/validate/check_pins.py" --root "${ROOT}" --upstream "${upstream}"
+}
+
 check_ansible() {
   mkdir -p "${ANSIBLE_LOCAL_TEMP}"
   step "ansible-playbook --syntax-check"
@@ -137,10 +152,10 @@ check_ansible() {
 }
 
 steps=("$@")
-[[ ${#steps[@]} -gt 0 ]] || steps=(yaml chart k8s docker checkov terraform ansible)
+[[ ${#steps[@]} -gt 0 ]] || steps=(yaml chart k8s docker checkov terraform ansible pins)
 for name in "${steps[@]}"; do
   case "${name}" in
-    yaml | chart | k8s | docker | checkov | terraform | ansible) "check_${name}" ;;
+    yaml | chart | k8s | docker | checkov | terraform | ansible | pins) "check_${name}" ;;
     checkov-docker | checkov-k8s | checkov-terraform) "check_${name/-/_}" ;;
     *) echo "unknown step ${name}" >&2; exit 2 ;;
   esac

@@ -144,3 +144,15 @@ http://{{ include "facegate.fullname" . }}-minio:9000
     - name: tmp
       mountPath: /tmp
 {{- end -}}
+
+{{/* model.version as a label value, as facegate.rollout.kserve.model_version_label makes it: characters outside
+[A-Za-z0-9._-] become "-", a version over 63 characters keeps 54 plus "-" and 8 hex digits of its SHA-256, and the
+ends are trimmed to alphanumerics. Prometheus tells model versions apart by this label (ServiceMonitor relabeling). */}}
+{{- define "facegate.modelVersionLabel" -}}
+{{- $v := .Values.model.version | toString -}}
+{{- $text := regexReplaceAll "[^A-Za-z0-9._-]" $v "-" -}}
+{{- if gt (len $text) 63 -}}
+{{- $text = printf "%s-%s" (substr 0 54 $text) (sha256sum $v | trunc 8) -}}
+{{- end -}}
+{{- regexReplaceAll "^[^A-Za-z0-9]+|[^A-Za-z0-9]+$" $text "" | default "unknown" -}}
+{{- end -}}

@@ -94,23 +94,45 @@ def export_onnx(source: Embedder, path: Path, opset: int = 17) -> Path:
         return _standard_input(path, source.input_mean, source.input_std)
     if not isinstance(source, TorchEmbedder):
         raise ModelError(f"cannot export a {type(source).__name__} to ONNX")
+    torch_to_onnx(source.model.eval(), path, input_name="data", output_name="embedding", size=112, opset=opset)
+    return _standard_input(path, source.input_mean, source.input_std)
+
+
+def torch_to_onnx(module: Any, path: Path, *, input_name: str, output_name: str, size: int, opset: int = 17) -> Path:
+    """The one PyTorch -> ONNX routine: an NCHW ``size`` x ``size`` input with a dynamic batch on both ends.
+
+    The TorchScript exporter (``dynamo=False``) is used because it writes a self-contained file of plain ONNX ops
+    that ONNX Runtime, OpenVINO and insightface all read; the example batch is 2 so no size-1 axis gets folded.
+    """
     import torch
 
-    model = source.model.eval()
-    example = torch.zeros(2, 3, 112, 112)
+    example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            model,
+            module,
             (example,),
             str(path),
-            input_names=["data"],
-            output_names=["embedding"],
-            dynamic_axes={"data": {0: "batch"}, "embedding": {0: "batch"}},
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )
-    return _standard_input(path, source.input_mean, source.input_std)
+    return path
+
+
+def onnx_to_openvino(onnx_path: Path, xml: Path, *, size: int, fp16: bool) -> Path:
+    """ONNX -> OpenVINO IR with a dynamic batch of ``size`` x ``size`` images (FP32 unless ``fp16``).
+
+    ``compress_to_fp16`` is always passed: OpenVINO's default is FP16, which would silently halve an "FP32" IR.
+    """
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    model.reshape({model.input(0): ov.PartialShape([-1, 3, size, size])})
+    ov.save_model(model, str(xml), compress_to_fp16=fp16)
+    return xml
 
 
 def _standard_input(path: Path, mean: float, std: float) -> Path:
@@ -223,12 +245,7 @@ def _fold_dequantize(model: Any) -> None:
 
 
 def _to_openvino(onnx_path: Path, xml: Path, fp16: bool) -> Path:
-    import openvino as ov
-
-    model = ov.convert_model(str(onnx_path))
-    model.reshape({model.input(0): ov.PartialShape([-1, 3, 112, 112])})
-    ov.save_model(model, str(xml), compress_to_fp16=fp16)
-    return xml
+    return onnx_to_openvino(onnx_path, xml, size=112, fp16=fp16)
 
 
 def _quantize(onnx_path: Path, xml: Path, calib: np.ndarray, mean: float, std: float) -> Path:

@@ -141,28 +141,11 @@ def _check_weights(weights_dir: Path) -> list[tuple[PublishedWeights, Path]]:
 
 
 def _export(net: Any, onnx_path: Path, xml_path: Path) -> None:
-    """PyTorch -> ONNX (dynamic batch, input ``input``) -> OpenVINO IR FP32, as the embedder export does."""
-    import warnings
+    """PyTorch -> ONNX (dynamic batch, input ``input``) -> OpenVINO IR FP32, with the embedder export's routines."""
+    from facegate.export.convert import onnx_to_openvino, torch_to_onnx
 
-    import openvino as ov
-    import torch
-
-    example = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            net,
-            (example,),
-            str(onnx_path),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    model = ov.convert_model(str(onnx_path))
-    model.reshape({model.input(0): ov.PartialShape([-1, 3, INPUT_SIZE, INPUT_SIZE])})
-    ov.save_model(model, str(xml_path), compress_to_fp16=False)  # FP16 is the default; keep FP32
+    torch_to_onnx(net, onnx_path, input_name="input", output_name="logits", size=INPUT_SIZE)
+    onnx_to_openvino(onnx_path, xml_path, size=INPUT_SIZE, fp16=False)  # FP16 is OpenVINO's default; keep FP32
 
 
 def parity_gate(reference: np.ndarray, exported: np.ndarray, threshold: float) -> dict[str, Any]:

@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,9 +211,9 @@ def run_local(
     Raises:
         PipelineError: If a step fails (the exit handler has recorded the failure in MLflow by then).
     """
-    import contextlib
-
     from kfp import local
+
+    from facegate.pipeline.failures import local_run
 
     pipe, _ = load_pipeline(name)
     known = set(pipe.component_spec.inputs or {})
@@ -221,10 +222,11 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.iterdir()}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    kfp_tmp_before = set(_kfp_temp_dirs())
     t0 = time.perf_counter()
     state = "SUCCEEDED"
     with contextlib.ExitStack() as stack:
+        stack.enter_context(private_tmpdir())
+        stack.enter_context(local_run())  # one id for the run's steps: the exit handler finds their notes by it
         if log_path is not None and echo is not None:
             import sys
             import warnings
@@ -243,25 +245,33 @@ def run_local(
             raise PipelineError(f"pipeline {name} failed: {str(exc).splitlines()[0][:300]}") from None
         finally:
             seconds = time.perf_counter() - t0
-            _remove_kfp_temp_dirs(kfp_tmp_before)
     runs = sorted((p for p in root.iterdir() if p.name not in before), key=lambda p: p.stat().st_mtime)
     where = runs[-1] if runs else root
     return PipelineRun(name=name, where=str(where), seconds=round(seconds, 1), state=state, outputs=_outputs(where))
 
 
-def _kfp_temp_dirs() -> list[Path]:
+@contextlib.contextmanager
+def private_tmpdir() -> Iterator[Path]:
+    """Point this run's step subprocesses at a temp folder of their own, and remove it afterwards.
+
+    kfp's local runner writes each task's component source to ``$(mktemp -d)`` and never removes it. Cleaning the
+    shared temp folder by pattern could delete a concurrent run's folders, so instead every subprocess started here
+    gets ``TMPDIR`` set to a fresh folder, and that folder, with whatever the steps left in it, is all that goes.
+    """
+    import shutil
     import tempfile
 
-    return [p for p in Path(tempfile.gettempdir()).glob("tmp.*") if (p / "ephemeral_component.py").is_file()]
-
-
-def _remove_kfp_temp_dirs(before: set[Path]) -> None:
-    """Remove the temp folders of component source that kfp's local runner left behind for this run's tasks."""
-    import shutil
-
-    for p in _kfp_temp_dirs():
-        if p not in before:
-            shutil.rmtree(p, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix="facegate-kfp-"))
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(scratch)
+    try:
+        yield scratch
+    finally:
+        if previous is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _outputs(run_dir: Path) -> dict[str, Any]:

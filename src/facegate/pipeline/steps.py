@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from facegate.config import Settings, load_settings
 from facegate.errors import DataError, FacegateError
+from facegate.pipeline.failures import record_pipeline_failure, records_failure
 
 __all__ = [
     "analyze_canary_step",
@@ -119,6 +120,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+@records_failure
 def ingest_step(
     dataset_uri: str,
     train_dir: str,
@@ -213,6 +215,7 @@ def _train_config(config: str, overrides: Sequence[str]) -> Any:
     return load_train_config(path, list(overrides))
 
 
+@records_failure
 def train_step(
     config: str,
     overrides: Sequence[str],
@@ -278,6 +281,7 @@ def train_step(
     return dict(_plain(summary))
 
 
+@records_failure
 def tune_step(
     config: str,
     overrides: Sequence[str],
@@ -332,6 +336,7 @@ def tune_step(
     return dict(_plain({"best_accuracy": best_acc, "trials": n, "best_config": best}))
 
 
+@records_failure
 def config_text_step(path: str) -> str:
     """A training config file's text (a tuned config becomes the next step's inline ``config`` parameter).
 
@@ -413,6 +418,7 @@ def _png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+@records_failure
 def evaluate_step(
     model_dir: str,
     sets: Sequence[VerificationSet],
@@ -515,6 +521,7 @@ def _html(text: str) -> str:
 # --------------------------------------------------------------------------------------------------- export
 
 
+@records_failure
 def export_step(
     model_dir: str,
     faces_dir: str,
@@ -580,6 +587,7 @@ def export_step(
 # ------------------------------------------------------------------------------------------------- registry
 
 
+@records_failure
 def register_step(
     model_dir: str,
     *,
@@ -622,6 +630,7 @@ def register_step(
 # ----------------------------------------------------------------------------------------------------- gate
 
 
+@records_failure
 def gate_step(
     challenger: str,
     sets: Sequence[VerificationSet],
@@ -742,6 +751,7 @@ def _crd_dir() -> str | None:
     return os.environ.get("FACEGATE_CRD_DIR") or None
 
 
+@records_failure
 def reindex_step(model: str) -> int:
     """Build gallery templates for ``model`` (a ``models:/`` URI) before it takes any traffic.
 
@@ -761,6 +771,7 @@ def reindex_step(model: str) -> int:
     return n
 
 
+@records_failure
 def canary_step(model: str, percent: int, *, target: str = "local", manifest_path: str | None = None) -> str:
     """Start a canary of ``model`` (refused when the gallery has no templates for it).
 
@@ -801,6 +812,7 @@ def canary_step(model: str, percent: int, *, target: str = "local", manifest_pat
     return v.model_version
 
 
+@records_failure
 def analyze_canary_step(
     model: str,
     *,
@@ -845,6 +857,7 @@ def analyze_canary_step(
     return str(result["decision"])
 
 
+@records_failure
 def finish_rollout_step(decision: str, model: str, *, target: str = "local") -> str:
     """Promote (alias ``champion`` -> the challenger; canary field removed) or roll back (traffic pinned back).
 
@@ -872,23 +885,9 @@ def finish_rollout_step(decision: str, model: str, *, target: str = "local") -> 
 
 
 def record_failure_step(state: str, error: str, pipeline_run: str = "") -> str:
-    """The exit handler: record a failed (or cancelled) run in MLflow, so no failure passes unnoticed.
+    """The exit handler: record a failed (or cancelled) run in MLflow, naming the step that failed and its error.
 
     Returns:
         The MLflow run id holding the record, or ``""`` when the pipeline succeeded.
     """
-    import mlflow
-
-    from facegate.registry.tracking import ensure_experiment, tracking_uri
-
-    if state.upper() in ("SUCCEEDED", "SUCCESS"):
-        _say("pipeline succeeded")
-        return ""
-    home = _settings().home
-    mlflow.set_tracking_uri(tracking_uri(home))
-    exp = ensure_experiment("facegate-pipelines", home)
-    with mlflow.start_run(experiment_id=exp, run_name=f"failed {pipeline_run}".strip()) as run:
-        mlflow.set_tags({"facegate.kind": "pipeline-failure", "state": state, "pipeline_run": pipeline_run})
-        mlflow.log_text(error or "(no message)", "error.txt")
-    _say(f"pipeline {state}: recorded in MLflow run {run.info.run_id}")
-    return str(run.info.run_id)
+    return record_pipeline_failure(state, error, pipeline_run, home=_settings().home)

@@ -64,13 +64,15 @@ def _crd_header(path: Path, mtime: float) -> tuple[str, str]:
 
 
 def find_crd(crd_dir: str | Path, api_version: str, kind: str) -> Path:
-    """The CRD file in ``crd_dir`` defining ``kind`` in the group of ``api_version`` (``group/version``).
+    """The CRD file in ``crd_dir`` or below it defining ``kind`` in the group of ``api_version`` (``group/version``).
+
+    Searching below lets one folder of per-project CRD folders (``../shared/crds``) serve every kind.
 
     Raises:
         CrdValidationError: If no CRD there defines it (code ``unknown_kind``).
     """
     group = api_version.rpartition("/")[0]
-    for path in sorted(Path(crd_dir).glob("*.y*ml")):
+    for path in sorted(Path(crd_dir).rglob("*.y*ml")):
         g, k = _crd_header(path, path.stat().st_mtime)
         if g == group and k == kind:
             return path

@@ -11,8 +11,11 @@ of that one object, as KServe's canary model works (Serverless mode, i.e. Knativ
   rolled-out revision (changing ``storageUri`` back would instead start yet another revision).
 
 Canaries need Knative, so the deployment mode is set explicitly (a cluster defaulting to RawDeployment would
-otherwise ignore the canary field). Objects are applied with server-side apply as field manager ``facegate``: a
-field this manager set and now omits (``canaryTrafficPercent`` on promote) is removed by the API server.
+otherwise ignore the canary field). The Helm release owns the object: :func:`canary`, :func:`promote` and
+:func:`rollback` change the release's values (:mod:`facegate.rollout.helm`, ``helm upgrade --reuse-values``), so a
+later ``helm upgrade`` keeps the model and ``helm history`` records each step; the chart renders exactly the fields
+:func:`inference_service` builds here (``--dry-run`` prints them). :func:`apply` (server-side apply as field manager
+``facegate``) remains for clusters without the chart.
 
 Before any traffic moves to a version, the gallery must hold templates for it (``facegate gallery reindex``):
 otherwise every student would get ``unknown_student`` from the canary. :func:`require_templates` refuses it.
@@ -20,6 +23,7 @@ otherwise every student would get ``unknown_student`` from the canary. :func:`re
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from facegate.errors import FacegateError
 
 if TYPE_CHECKING:
+    from facegate.rollout.helm import HelmRelease
     from facegate.serve.gallery import Gallery
 
 __all__ = [
@@ -199,7 +204,8 @@ def _api_client(api_client: Any) -> Any:
         config.load_incluster_config()
     except config.ConfigException:
         try:
-            config.load_kube_config()
+            # KUBECONFIG read now, not when the kubernetes package was imported (its default is fixed at import).
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
         except (config.ConfigException, OSError) as exc:
             raise RolloutError(
                 f"no Kubernetes configuration (in-cluster or kubeconfig): {exc}", code="no_cluster"
@@ -360,18 +366,23 @@ def _rollout(
     namespace: str,
     crd_dir: str | Path | None,
     dry_run: bool,
-    api_client: Any,
+    release: HelmRelease | None,
+    action: str,
 ) -> dict[str, Any]:
     if gallery is not None:  # None only for rollback: traffic goes back to a version that was serving
         require_templates(gallery, model_version, baseline_version=baseline_version)
     obj = inference_service(storage_uri, model_version, canary_percent=percent, name=name, namespace=namespace)
-    if dry_run:
-        if crd_dir is not None:
-            from facegate.rollout.crds import validate
+    if crd_dir is not None:
+        from facegate.rollout.crds import validate
 
-            validate(obj, crd_dir)
+        validate(obj, crd_dir)
+    if dry_run:
         return obj
-    return apply(obj, api_client=api_client, crd_dir=crd_dir)
+    from facegate.rollout.helm import HelmRelease
+
+    (release or HelmRelease(namespace=namespace)).set_model(storage_uri, model_version, percent, action=action)
+    stored = get_object(name, namespace)
+    return dict(stored) if stored is not None else obj
 
 
 def canary(
@@ -385,7 +396,7 @@ def canary(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    api_client: Any = None,
+    release: HelmRelease | None = None,
 ) -> dict[str, Any]:
     """Send ``percent`` % of check-ins to ``model_version``, after checking its templates exist.
 
@@ -399,10 +410,10 @@ def canary(
         namespace: Namespace.
         crd_dir: Validate against these CRDs before applying.
         dry_run: Build (and validate) only.
-        api_client: A Kubernetes ApiClient.
+        release: The Helm release to upgrade (default: ``facegate`` in ``namespace``, chart from its registry).
 
     Returns:
-        The object applied (or that would be).
+        The object as the cluster holds it after the upgrade (or the one that would be).
 
     Raises:
         RolloutError: ``bad_percent``, ``no_templates``, ``incomplete_templates`` or an API failure.
@@ -411,7 +422,7 @@ def canary(
         raise RolloutError(f"a canary takes 1-99 % of traffic, got {percent} (promote sends 100 %)", code="bad_percent")
     return _rollout(
         storage_uri, model_version, percent, gallery=gallery, baseline_version=baseline_version, name=name,
-        namespace=namespace, crd_dir=crd_dir, dry_run=dry_run, api_client=api_client,
+        namespace=namespace, crd_dir=crd_dir, dry_run=dry_run, release=release, action="canary",
     )  # fmt: skip
 
 
@@ -424,12 +435,12 @@ def promote(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    api_client: Any = None,
+    release: HelmRelease | None = None,
 ) -> dict[str, Any]:
-    """Send 100 % of check-ins to ``model_version`` (``canaryTrafficPercent`` removed); templates are checked."""
+    """Send 100 % of check-ins to ``model_version`` (the release's percent back to 100); templates are checked."""
     return _rollout(
         storage_uri, model_version, None, gallery=gallery, baseline_version=None, name=name, namespace=namespace,
-        crd_dir=crd_dir, dry_run=dry_run, api_client=api_client,
+        crd_dir=crd_dir, dry_run=dry_run, release=release, action="promote",
     )  # fmt: skip
 
 
@@ -441,7 +452,7 @@ def rollback(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    api_client: Any = None,
+    release: HelmRelease | None = None,
 ) -> dict[str, Any]:
     """Pin every check-in to the last rolled-out revision (``canaryTrafficPercent: 0``).
 
@@ -450,5 +461,5 @@ def rollback(
     """
     return _rollout(
         storage_uri, model_version, 0, gallery=None, baseline_version=None, name=name, namespace=namespace,
-        crd_dir=crd_dir, dry_run=dry_run, api_client=api_client,
+        crd_dir=crd_dir, dry_run=dry_run, release=release, action="rollback",
     )  # fmt: skip

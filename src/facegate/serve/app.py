@@ -57,6 +57,7 @@ from facegate.serve.models import (
     plain_request_id,
     student_tag,
 )
+from facegate.serve.opsmetrics import watch_load
 from facegate.serve.protocol import StrictDataPlane
 from facegate.serve.web import install_web
 
@@ -625,6 +626,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
         max_inflight=sv.max_inflight,
     )
     gate.fastapi, gate.runtime = app, rt
+    watch_load(gate, rt.batcher)  # the dashboards' in-flight and queue gauges
     return gate
 
 

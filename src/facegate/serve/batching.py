@@ -68,6 +68,10 @@ class MicroBatcher:
         await self._queue.put(item)
         return await item.future
 
+    def depth(self) -> int:
+        """Batches waiting for the worker (0 before the first request)."""
+        return 0 if self._queue is None else self._queue.qsize()
+
     def close(self) -> None:
         """Stop the worker task and thread; callers still waiting get an error instead of hanging."""
         if self._task is not None:

@@ -20,15 +20,16 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
     JSON,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -96,6 +97,14 @@ class Template(_Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class EnrollmentEnd(_Base):
+    """The last day of a student's enrollment, when known: retention erases the student the day after."""
+
+    __tablename__ = "enrollment_ends"
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id", ondelete="CASCADE"), primary_key=True)
+    ends_on: Mapped[date] = mapped_column(Date)
+
+
 class AuditEntry(_Base):
     """Append-only (database triggers refuse UPDATE and DELETE); it holds no image and no template."""
 
@@ -158,9 +167,16 @@ class KeyRing:
         """A new ``id:base64key`` entry for ``FACEGATE_GALLERY_KEYS``."""
         return f"{key_id}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
 
-    def derive(self, purpose: str) -> bytes:
-        """A 32-byte key for ``purpose``, derived from the active key (HMAC-SHA256; the key itself is not exposed)."""
-        return hmac.new(self.keys[self.active], b"facegate:" + purpose.encode(), hashlib.sha256).digest()
+    def derive(self, purpose: str, key_id: str | None = None) -> bytes:
+        """A 32-byte key for ``purpose``, derived from the active key or the named one (HMAC-SHA256).
+
+        Raises:
+            GalleryError: ``no_key`` when ``key_id`` is not in the ring (the key itself is never exposed).
+        """
+        key = self.keys.get(key_id or self.active)
+        if key is None:
+            raise GalleryError(f"data sealed with key {key_id!r}, which is not in {KEYS_ENV}", code="no_key")
+        return hmac.new(key, b"facegate:" + purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, data: bytes, aad: bytes) -> tuple[str, bytes, bytes]:
         """``(key_id, nonce, ciphertext)`` with the active key."""
@@ -231,16 +247,44 @@ def prepare_sqlite_path(url: str) -> None:
             path.chmod(0o600)
 
 
+def audit_guard_ddl(dialect: str, *, drop: bool = False) -> list[str]:
+    """Statements that make the audit table append-only (or, with ``drop``, lift that inside one transaction).
+
+    Only retention (``facegate.serve.retention``) lifts it, in the same transaction that erases old rows and puts
+    the guard back, so no other writer ever sees an unguarded table.
+    """
+    if dialect == "sqlite":
+        if drop:
+            return [f"DROP TRIGGER IF EXISTS audit_no_{op}" for op in ("update", "delete")]
+        return [
+            f"CREATE TRIGGER IF NOT EXISTS audit_no_{op.lower()} BEFORE {op} ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END"
+            for op in ("UPDATE", "DELETE")
+        ]
+    if dialect == "postgresql":
+        if drop:
+            return ["DROP TRIGGER IF EXISTS audit_append_only ON audit"]
+        return [
+            "CREATE OR REPLACE FUNCTION facegate_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the audit table is append-only'; END $$",
+            "CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
+            "FOR EACH STATEMENT EXECUTE FUNCTION facegate_audit_append_only()",
+        ]
+    return []
+
+
 class Gallery:
     """The enrollment gallery.
 
     Args:
         url: SQLAlchemy URL (``sqlite:///path/gallery.db``, ``postgresql+psycopg://...``).
         keys: The key ring (``KeyRing.from_env()`` when omitted).
+        clock: The time source for enrollment, verification and audit stamps (tests of retention move it).
     """
 
-    def __init__(self, url: str, keys: KeyRing | None = None) -> None:
+    def __init__(self, url: str, keys: KeyRing | None = None, *, clock: Callable[[], datetime] = _now) -> None:
         self.keys = keys or KeyRing.from_env()
+        self.clock = clock
         prepare_sqlite_path(url)
         # hide_parameters: a database error must not print student ids, templates or ciphertext into a log.
         self.engine: Engine = create_engine(url, future=True, hide_parameters=True)
@@ -262,20 +306,8 @@ class Gallery:
 
     def _protect_audit(self) -> None:
         """Make the audit table append-only in the database itself (triggers), not only by the API's convention."""
-        if self.engine.dialect.name == "sqlite":
-            ddl = [
-                f"CREATE TRIGGER IF NOT EXISTS audit_no_{op.lower()} BEFORE {op} ON audit "
-                "BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END"
-                for op in ("UPDATE", "DELETE")
-            ]
-        elif self.engine.dialect.name == "postgresql":
-            ddl = [
-                "CREATE OR REPLACE FUNCTION facegate_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN RAISE EXCEPTION 'the audit table is append-only'; END $$",
-                "CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
-                "FOR EACH STATEMENT EXECUTE FUNCTION facegate_audit_append_only()",
-            ]
-        else:
+        ddl = audit_guard_ddl(self.engine.dialect.name)
+        if not ddl:
             return
         with self.engine.begin() as conn:
             for statement in ddl:
@@ -317,15 +349,16 @@ class Gallery:
             raise GalleryError(f"no usable photo ({reasons})", code="no_usable_photo")
         template = l2_normalize(embedder.embed(np.stack(faces)).mean(axis=0, keepdims=True))[0]
         aad = student_id.encode()
+        now = self.clock()
         with Session(self.engine) as session, session.begin():
             student = session.get(Student, student_id)
             if student is None:
-                student = Student(id=student_id)
+                student = Student(id=student_id, created_at=now, updated_at=now)
                 session.add(student)
             else:
                 student.crops.clear()
                 student.templates.clear()
-                student.updated_at = _now()
+                student.updated_at = now
             for face in faces:
                 kid, nonce, ct = self.keys.encrypt(encode_jpeg(face, quality=95), aad)
                 student.crops.append(Crop(key_id=kid, nonce=nonce, ciphertext=ct))
@@ -334,6 +367,7 @@ class Gallery:
             )
             session.add(
                 AuditEntry(
+                    at=now,
                     action="enroll",
                     kiosk=admin,
                     student_id=student_id,
@@ -351,11 +385,11 @@ class Gallery:
             if student is None:
                 return False
             session.delete(student)
-            session.add(AuditEntry(action="delete", kiosk=admin, student_id=student_id))
-        self._scrub_wal()
+            session.add(AuditEntry(at=self.clock(), action="delete", kiosk=admin, student_id=student_id))
+        self.scrub_wal()
         return True
 
-    def _scrub_wal(self) -> None:
+    def scrub_wal(self) -> None:
         """Copy the WAL into the database and truncate it: older WAL frames still hold the deleted rows' pages."""
         if self.engine.dialect.name == "sqlite":
             with self.engine.connect() as conn:
@@ -456,6 +490,7 @@ class Gallery:
         with Session(self.engine) as session, session.begin():
             session.add(
                 AuditEntry(
+                    at=self.clock(),
                     action="verify",
                     kiosk=kiosk,
                     student_id=student_id[:MAX_STUDENT_ID],

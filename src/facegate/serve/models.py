@@ -51,6 +51,7 @@ from facegate.serve.batching import MicroBatcher
 from facegate.serve.gallery import Gallery, check_student_id
 from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model
 from facegate.serve.metrics import DECISIONS, SCORES, STAGE_SECONDS
+from facegate.serve.opsmetrics import MATCH_SCORE, count_checkin
 from facegate.serve.protocol import BadRequestError, bytes_values, element_bytes
 
 __all__ = [
@@ -380,6 +381,7 @@ class VerifierModel(_FacegateModel):
         template = await rt.run(rt.gallery.template, student_id, version)
         if template is None:
             DECISIONS.labels("reject", "unknown_student", version).inc()
+            count_checkin(kiosk, "reject")
             await rt.run(self._audit, kiosk, student_id, "reject", None, "unknown_student")
             log.info(
                 "verify",
@@ -416,10 +418,12 @@ class VerifierModel(_FacegateModel):
             score = float(np.dot(check.embedding, check.template))
             STAGE_SECONDS.labels("compare", rt.embedder.name).observe(time.perf_counter() - t0)
             SCORES.labels(version).observe(score)
+            MATCH_SCORE.labels(version).observe(score)
             decision = "accept" if score >= threshold else "reject"
             reason = "match" if decision == "accept" else "mismatch"
             check.message = f"score {score:.3f} {'>=' if decision == 'accept' else '<'} threshold {threshold:.3f}"
         DECISIONS.labels(decision, reason, version).inc()
+        count_checkin(check.kiosk, decision)
         t0 = time.perf_counter()
         await rt.run(self._audit, check.kiosk, check.student_id, decision, score, reason)
         STAGE_SECONDS.labels("audit", rt.embedder.name).observe(time.perf_counter() - t0)
