@@ -93,5 +93,17 @@ validate-apt: validate-tools  ## Debian pins resolved with apt-get install --sim
 validate-ansible-idempotency: validate-tools  ## common + containerd roles twice on a debootstrap'd Debian root (root)
 	tools/validate/ansible_idempotency.sh
 
+# Container images with podman (docs/images.md): base images from the registry, or debootstrap'd where none answers.
+.PHONY: images images-check
+images: install  ## build the serve and pipeline images (the pipeline's CPU variant where no registry answers)
+	tools/images/build.sh $(IMAGES)
+
+# IMAGES_CHECK=serve skips the CPU pipeline image (about two thirds of the time).
+IMAGES_CHECK ?= serve pipeline-cpu
+images-check: install  ## build the serve + CPU pipeline images, smoke-test serve, run a KFP step in the pipeline one
+	tools/images/build.sh $(IMAGES_CHECK)
+	.venv/bin/python tools/images/smoke_serve.py
+	$(if $(filter pipeline-cpu,$(IMAGES_CHECK)),.venv/bin/python tools/images/smoke_pipeline.py)
+
 clean:  ## remove the environment and local state
 	rm -rf .venv .uv .facegate .pytest_cache .mypy_cache .ruff_cache .venv-validate .tools

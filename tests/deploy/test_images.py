@@ -1,0 +1,61 @@
+"""The Dockerfiles' contract with users and CI, checked without an engine (the images themselves are built and
+smoke-tested by `make images-check`, tools/images/): base images, uv and extra CAs as build arguments; the serve
+image's package selection computed from the lock."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
+
+
+def _serve_image() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("serve_image", REPO / "tools" / "images" / "serve_image.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S*)", text, flags=re.M))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_uv_and_ca_are_build_arguments_with_upstream_defaults(dockerfile: Path) -> None:
+    text = dockerfile.read_text(encoding="utf-8")
+    args = _args(text)
+    # Every stage starts from an argument, never a hard-coded image a registry-less or proxied user cannot replace.
+    froms = re.findall(r"^FROM (\S+)", text, flags=re.M)
+    assert froms and all(f.startswith("${") for f in froms), froms
+    base = args["BASE_IMAGE"]
+    assert re.fullmatch(r"docker\.io/[\w./-]+:[\w.-]+", base), base  # a real upstream image, registry and tag named
+    assert args["UV_IMAGE"] == "ghcr.io/astral-sh/uv" and args["UV_VERSION"] == "0.13.9"
+    assert "ARG EXTRA_CA_CERTS" in text and "update-ca-certificates" in text
+    # A patch tag such as python:3.11.14 is frozen upstream once the next patch ships: no security rebuilds.
+    assert not re.search(r"python:3\.11\.\d+", base)
+    for machine_path in ("/opt/wheels", "/work/", "find-links"):
+        assert machine_path not in text
+
+
+def test_serve_image_runs_tini_as_pid_1() -> None:
+    text = (REPO / "docker" / "serve.Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r'^ENTRYPOINT \["tini", "--", "facegate"\]', text, flags=re.M)
+
+
+def test_serve_image_leaves_out_what_only_export_and_training_need() -> None:
+    excluded = set(_serve_image().excludes(REPO / "uv.lock"))
+    assert {"nncf", "onnxscript", "onnxruntime", "scipy", "scikit-learn", "sympy", "grpcio-tools"} <= excluded
+    # What the server imports must stay: OpenVINO (the bundle's runtime), KServe and everything it imports.
+    for kept in ("openvino", "numpy", "opencv-python-headless", "kserve", "pandas", "grpcio", "protobuf",
+                 "kubernetes", "sqlalchemy", "cryptography", "boto3"):  # fmt: skip
+        assert kept not in excluded, kept
