@@ -429,11 +429,8 @@ class VerifierModel(_FacegateModel):
             reason = "match" if decision == "accept" else "mismatch"
             check.message = f"score {score:.3f} {'>=' if decision == 'accept' else '<'} threshold {threshold:.3f}"
         DECISIONS.labels(decision, reason, version).inc()
-<<<<<<< HEAD
         count_checkin(check.kiosk, decision)
-=======
         covariate_metrics.record(check.bins, decision, reason)
->>>>>>> fair
         t0 = time.perf_counter()
         await rt.run(self._audit, check.kiosk, check.student_id, decision, score, reason)
         STAGE_SECONDS.labels("audit", rt.embedder.name).observe(time.perf_counter() - t0)
