@@ -142,9 +142,13 @@ def evaluate(
     record: Annotated[
         bool, typer.Option(help="When --model is a bundle, store the result and its threshold in the bundle.")
     ] = True,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse and keep embeddings in <home>/cache (same model+image).")
+    ] = True,
 ) -> None:
     """Run the LFW 10-fold verification protocol and write metrics and plots."""
     from facegate.data.pairs import load_pairs
+    from facegate.evaluate.embed_cache import EmbeddingCache
     from facegate.evaluate.runner import evaluate_pairs, write_report
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
     from facegate.models import load_embedder
@@ -173,6 +177,7 @@ def evaluate(
         target_far=ev.target_far,
         limits=limits_from_settings(settings),
         progress=_progress(ctx),
+        cache=EmbeddingCache.at_home(settings.home) if cache else None,
     )
     write_report(result, pairset, out)
     settings.dump(out)

@@ -442,6 +442,7 @@ def evaluate_step(
     Returns:
         Metrics per set.
     """
+    from facegate.evaluate.embed_cache import EmbeddingCache
     from facegate.evaluate.metrics import roc_curve
     from facegate.evaluate.runner import evaluate_pairs, record_in_bundle, write_report
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
@@ -462,6 +463,7 @@ def evaluate_step(
                 target_far=target_far,
                 limits=limits_from_settings(settings),
                 progress=True,
+                cache=EmbeddingCache.at_home(settings.home),
             )
             m = res.metrics
             m["pairs"] = name
@@ -644,6 +646,7 @@ def gate_step(
     """
     import numpy as np
 
+    from facegate.evaluate.embed_cache import EmbeddingCache
     from facegate.evaluate.gate import GatePolicy, ModelScores, compare_models
     from facegate.evaluate.runner import evaluate_pairs
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
@@ -662,6 +665,7 @@ def gate_step(
     pairsets = _pairsets(sets, holdout_dir)
     labels = np.concatenate([p.same for _, p in pairsets])
     scored: dict[str, ModelScores] = {}
+    cache = EmbeddingCache.at_home(settings.home)  # the champion's embeddings of unchanged sets are reused
     for role, v in (("challenger", chall_v), ("champion", champ_v)):
         if v is None:
             continue
@@ -675,6 +679,7 @@ def gate_step(
                 target_far=target_far,
                 limits=limits_from_settings(settings),
                 progress=False,
+                cache=cache,
             ).scores
             for _, p in pairsets
         ]
