@@ -166,11 +166,11 @@ def gate(
 
 
 @component
-def reindex(model: str) -> int:
-    """Gallery templates for the new version, before any traffic moves."""
+def reindex(model: str, shard: int = 0, shards: int = 1) -> int:
+    """Gallery templates for the new version, one shard of the students, before any traffic moves."""
     from facegate.pipeline.steps import reindex_step
 
-    return reindex_step(model)
+    return reindex_step(model, shard=shard, shards=shards)
 
 
 @component

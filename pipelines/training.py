@@ -40,6 +40,8 @@ SECRETS = {
 }
 GALLERY_SECRETS = ("facegate-gallery-db", "facegate-gallery-keys")
 GPU_NODE = ("nvidia.com/gpu.product", "Tesla-V100-PCIE-32GB")
+#: Reindex pods (2 CPUs each, on the CPU pool). docs/performance-eval.md gives the time for 150,000 photos.
+REINDEX_SHARDS = 3
 
 
 def wire(
@@ -126,7 +128,10 @@ def training(
             cpu="4",
         )
         with dsl.If(gate.outputs["Output"] == "promote", name="challenger-wins"):
-            rx = wire(steps.reindex(model=reg.output), gallery=True)
+            # The gallery is reindexed in REINDEX_SHARDS pods side by side, each the same library function on its
+            # share of the students (facegate.serve.reindex); a retried pod resumes where it stopped.
+            with dsl.ParallelFor(items=list(range(REINDEX_SHARDS)), name="reindex-shards") as shard:
+                rx = wire(steps.reindex(model=reg.output, shard=shard, shards=REINDEX_SHARDS), gallery=True)
             can = wire(steps.canary(model=reg.output, percent=canary_percent, target=rollout_target), gallery=True)
             can.after(rx)  # templates first: a canary without them is refused anyway
             an = wire(

@@ -482,13 +482,19 @@ def gallery_reindex(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model (bundle) whose templates to build from the stored crops.")],
     db: GalleryUrl = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes, one shard each (default: one per core if large).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume/--rebuild", help="Keep templates a killed run wrote.")] = True,
 ) -> None:
-    """Build templates for a new model version before it takes traffic."""
-    from facegate.models import load_embedder
+    """Build templates for a new model version before it takes traffic (parallel, resumable)."""
+    from facegate.serve.reindex import reindex
 
-    embedder = load_embedder(model)
-    n = _gallery(ctx, db).reindex(embedder)
-    typer.echo(f"indexed {n} students for model version {embedder.version}")
+    rep = reindex(db or _settings(ctx).gallery_url(), model, workers=workers, resume=resume)
+    typer.echo(
+        f"indexed {rep.built + rep.skipped} students for model version {rep.model_version} ({rep.built} built, "
+        f"{rep.skipped} already done; {rep.photos} photos, {rep.photos_per_second:.1f} photos/s)"
+    )
 
 
 @gallery_app.command("rotate-keys")

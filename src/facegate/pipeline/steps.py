@@ -747,23 +747,23 @@ def _crd_dir() -> str | None:
     return os.environ.get("FACEGATE_CRD_DIR") or None
 
 
-def reindex_step(model: str) -> int:
-    """Build gallery templates for ``model`` (a ``models:/`` URI) before it takes any traffic.
+def reindex_step(model: str, *, shard: int = 0, shards: int = 1) -> int:
+    """Build gallery templates for ``model`` (a ``models:/`` URI), for one shard of the students, before traffic.
 
-    The gallery is the one the verifier uses (``serve.gallery_url``, else ``<home>/gallery.db``), its crops
-    decrypted with ``FACEGATE_GALLERY_KEYS``.
+    The pipeline runs ``shards`` of these side by side (:func:`facegate.serve.reindex.reindex_shard`; resumable, so a
+    retried pod continues). The gallery is the verifier's (``serve.gallery_url``, else ``<home>/gallery.db``).
 
     Returns:
-        Students reindexed.
+        Students of this shard with a template for the model.
     """
     from facegate.models import load_embedder
     from facegate.serve.gallery import Gallery
+    from facegate.serve.reindex import reindex_shard
 
-    settings = _settings()
     embedder = load_embedder(model)
-    n = Gallery(settings.gallery_url()).reindex(embedder)
-    _say(f"reindex: templates of {n} students for {embedder.version}")
-    return n
+    rep = reindex_shard(Gallery(_settings().gallery_url()), embedder, shard=shard, shards=shards)
+    _say(f"reindex {rep.shards}: {rep.built} built, {rep.skipped} already done for {embedder.version}")
+    return rep.built + rep.skipped
 
 
 def canary_step(model: str, percent: int, *, target: str = "local", manifest_path: str | None = None) -> str:
