@@ -28,7 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import REPO, SHARED, machine, require
+from _common import REPO, SHARED, loadavg, machine, require
 
 from facegate.data.pairs import PairSet, load_pairs
 from facegate.evaluate.metrics import compute_metrics
@@ -42,10 +42,6 @@ def spread(ps: PairSet, n: int) -> PairSet:
     return PairSet(
         ps.name, [ps.left[i] for i in idx], [ps.right[i] for i in idx], ps.same[idx], ps.folds[idx], ps.source
     )
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]] if Path("/proc/loadavg").exists() else []
 
 
 def run_cli(pairs: Path, images: Path, home: Path, out: Path) -> dict[str, object]:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, SHARED, machine, require
+from _common import REPO, SHARED, loadavg, machine, require
 from sqlalchemy.orm import Session
 
 from facegate.faces.detect import SFACE_SHA256
@@ -37,10 +37,6 @@ PHOTOS_PER_STUDENT = 3
 UNIVERSITY_PHOTOS = 150_000
 #: Shards the training pipeline runs (pipelines/training.py REINDEX_SHARDS) and larger fan-outs for comparison.
 SHARD_COUNTS = (1, 3, 6, 12)
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]] if Path("/proc/loadavg").exists() else []
 
 
 def build_gallery(url: str, ring: KeyRing, lfw: Path, students: int) -> int:
