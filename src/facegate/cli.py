@@ -482,9 +482,7 @@ def gallery_reindex(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model (bundle) whose templates to build from the stored crops.")],
     db: GalleryUrl = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Processes, one shard each (default: one per core if large).")
-    ] = None,
+    workers: Annotated[int, typer.Option(help="Processes, one shard each (one already uses two cores).")] = 1,
     resume: Annotated[bool, typer.Option("--resume/--rebuild", help="Keep templates a killed run wrote.")] = True,
 ) -> None:
     """Build templates for a new model version before it takes traffic (parallel, resumable)."""

@@ -31,24 +31,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
 from facegate.models.base import Embedder, l2_normalize
 from facegate.serve.gallery import AuditEntry, Crop, Gallery, KeyRing, Student, Template
 
 __all__ = [
-    "AUTO_PARALLEL_STUDENTS",
     "ReindexReport",
-    "auto_workers",
     "drop_templates",
     "reindex",
     "reindex_shard",
     "shard_of",
 ]
-
-#: From this many students on, ``workers=None`` uses a process per core (a worker's start-up is a few seconds).
-AUTO_PARALLEL_STUDENTS = 500
 
 
 @dataclass
@@ -214,22 +209,22 @@ def reindex(
     model: str,
     *,
     keys: KeyRing | None = None,
-    workers: int | None = None,
+    workers: int = 1,
     chunk: int = 32,
     resume: bool = True,
 ) -> ReindexReport:
     """Reindex the gallery at ``url`` for ``model`` (a name, bundle or ``models:/`` URI) on ``workers`` processes.
 
     ``workers`` processes each run :func:`reindex_shard` on their shard (``workers`` shards), so they share no
-    state but the database. With one worker it runs in this process; ``None`` chooses (:func:`auto_workers`).
+    state but the database. One worker runs in this process and already keeps two cores busy (OpenCV's threads for
+    the forward pass, a thread decrypting and decoding the next chunk); on the loaded 2-core development machine two
+    processes were slower than one (docs/performance-eval.md), so more workers are for machines with more cores.
 
     Returns:
         The combined report (``seconds`` is the wall time of the whole run, start-up included).
     """
     ring = keys or KeyRing.from_env()
     t0 = time.perf_counter()
-    if workers is None:
-        workers = auto_workers(Gallery(url, ring))
     if workers <= 1:
         from facegate.models import load_embedder
 
@@ -256,13 +251,6 @@ def reindex(
         photos=sum(p.photos for p in parts),
         seconds=time.perf_counter() - t0,
     )
-
-
-def auto_workers(gallery: Gallery) -> int:
-    """One process per core for a large gallery; one for a small one, where starting processes costs more."""
-    with Session(gallery.engine) as session:
-        students = int(session.scalar(select(func.count()).select_from(Student)) or 0)
-    return max(1, os.cpu_count() or 1) if students >= AUTO_PARALLEL_STUDENTS else 1
 
 
 def drop_templates(gallery: Gallery, model_version: str) -> int:
