@@ -109,6 +109,8 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         with self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # A cache can be rebuilt: no fsync per batch (WAL keeps the file consistent after a crash anyway).
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, image TEXT NOT NULL, "
                 "embedding BLOB NOT NULL, PRIMARY KEY (model, image))"
