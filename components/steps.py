@@ -166,11 +166,11 @@ def gate(
 
 
 @component
-def reindex(model: str, shard: int = 0, shards: int = 1) -> int:
-    """Gallery templates for the new version, one shard of the students, before any traffic moves."""
+def reindex(model: str, shard: int, shard_ids: list) -> int:
+    """Gallery templates for the new version, one shard of the students (of ``len(shard_ids)``), before traffic."""
     from facegate.pipeline.steps import reindex_step
 
-    return reindex_step(model, shard=shard, shards=shards)
+    return reindex_step(model, shard=shard, shard_ids=shard_ids)
 
 
 @component

@@ -40,8 +40,9 @@ SECRETS = {
 }
 GALLERY_SECRETS = ("facegate-gallery-db", "facegate-gallery-keys")
 GPU_NODE = ("nvidia.com/gpu.product", "Tesla-V100-PCIE-32GB")
-#: Reindex pods (2 CPUs each, on the CPU pool). docs/performance-eval.md gives the time for 150,000 photos.
-REINDEX_SHARDS = 3
+#: Shard ids of the gallery reindex: one 2-CPU pod each (docs/performance-eval.md: 150,000 photos by shard count).
+#: `facegate pipeline run --local` passes [0]: on a laptop more processes only compete for the same cores.
+DEFAULT_REINDEX_SHARDS = [0, 1, 2]
 
 
 def wire(
@@ -109,6 +110,7 @@ def training(
     holdout_per_identity: int = 2,
     train_backend: str = "local",
     rollout_target: str = "cluster",
+    reindex_shards: list = DEFAULT_REINDEX_SHARDS,
 ) -> None:
     """The training pipeline (parameters as in the README's Pipelines section)."""
     on_exit = wire(steps.record_failure(pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), cpu="1", memory="2G")
@@ -128,10 +130,10 @@ def training(
             cpu="4",
         )
         with dsl.If(gate.outputs["Output"] == "promote", name="challenger-wins"):
-            # The gallery is reindexed in REINDEX_SHARDS pods side by side, each the same library function on its
+            # The gallery is reindexed in len(reindex_shards) pods side by side, each the same library function on its
             # share of the students (facegate.serve.reindex); a retried pod resumes where it stopped.
-            with dsl.ParallelFor(items=list(range(REINDEX_SHARDS)), name="reindex-shards") as shard:
-                rx = wire(steps.reindex(model=reg.output, shard=shard, shards=REINDEX_SHARDS), gallery=True)
+            with dsl.ParallelFor(items=reindex_shards, name="reindex-shards") as shard:
+                rx = wire(steps.reindex(model=reg.output, shard=shard, shard_ids=reindex_shards), gallery=True)
             can = wire(steps.canary(model=reg.output, percent=canary_percent, target=rollout_target), gallery=True)
             can.after(rx)  # templates first: a canary without them is refused anyway
             an = wire(

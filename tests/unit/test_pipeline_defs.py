@@ -78,8 +78,9 @@ def test_training_pipeline_shape() -> None:
     assert set(rollout) == {loop, "canary", "analyze-canary", "finish-rollout"}
     assert loop in rollout["canary"]["dependentTasks"]  # every reindex shard before the canary
     shards = spec["components"][rollout[loop]["componentRef"]["name"]]["dag"]["tasks"]["reindex"]
-    assert shards["inputs"]["parameters"]["shards"]["runtimeValue"]["constant"] == 3
-    assert rollout[loop]["parameterIterator"]["items"]["raw"] == "[0, 1, 2]"
+    assert set(shards["inputs"]["parameters"]) == {"model", "shard", "shard_ids"}
+    assert rollout[loop]["parameterIterator"]["items"]["inputParameter"].endswith("reindex_shards")
+    assert spec["root"]["inputDefinitions"]["parameters"]["reindex_shards"]["defaultValue"] == [0, 1, 2]
 
 
 def test_components_call_exactly_one_facegate_function() -> None:

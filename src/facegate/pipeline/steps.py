@@ -747,11 +747,11 @@ def _crd_dir() -> str | None:
     return os.environ.get("FACEGATE_CRD_DIR") or None
 
 
-def reindex_step(model: str, *, shard: int = 0, shards: int = 1) -> int:
+def reindex_step(model: str, *, shard: int = 0, shard_ids: Sequence[int] = (0,)) -> int:
     """Build gallery templates for ``model`` (a ``models:/`` URI), for one shard of the students, before traffic.
 
-    The pipeline runs ``shards`` of these side by side (:func:`facegate.serve.reindex.reindex_shard`; resumable, so a
-    retried pod continues). The gallery is the verifier's (``serve.gallery_url``, else ``<home>/gallery.db``).
+    The pipeline runs one per id of ``shard_ids`` side by side (:func:`facegate.serve.reindex.reindex_shard`;
+    resumable, so a retried pod continues). The gallery is the verifier's (``serve.gallery_url``, else ``<home>/gallery.db``).
 
     Returns:
         Students of this shard with a template for the model.
@@ -761,7 +761,8 @@ def reindex_step(model: str, *, shard: int = 0, shards: int = 1) -> int:
     from facegate.serve.reindex import reindex_shard
 
     embedder = load_embedder(model)
-    rep = reindex_shard(Gallery(_settings().gallery_url()), embedder, shard=shard, shards=shards)
+    shards = len(shard_ids)  # KFP may hand list items over as floats
+    rep = reindex_shard(Gallery(_settings().gallery_url()), embedder, shard=int(shard), shards=shards)
     _say(f"reindex {rep.shards}: {rep.built} built, {rep.skipped} already done for {embedder.version}")
     return rep.built + rep.skipped
 
