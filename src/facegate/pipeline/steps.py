@@ -751,7 +751,8 @@ def reindex_step(model: str, *, shard: int = 0, shard_ids: Sequence[int] = (0,))
     """Build gallery templates for ``model`` (a ``models:/`` URI), for one shard of the students, before traffic.
 
     The pipeline runs one per id of ``shard_ids`` side by side (:func:`facegate.serve.reindex.reindex_shard`;
-    resumable, so a retried pod continues). The gallery is the verifier's (``serve.gallery_url``, else ``<home>/gallery.db``).
+    resumable, so a retried pod continues). The gallery is the verifier's (``serve.gallery_url``, else
+    ``<home>/gallery.db``).
 
     Returns:
         Students of this shard with a template for the model.
