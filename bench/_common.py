@@ -21,3 +21,9 @@ def require(path: Path) -> Path:
 def machine() -> dict[str, object]:
     """What the figures were measured on."""
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+
+
+def loadavg() -> list[float]:
+    """1, 5 and 15-minute load averages (empty where /proc is absent): a loaded machine slows both sides of a ratio."""
+    path = Path("/proc/loadavg")
+    return [float(x) for x in path.read_text().split()[:3]] if path.exists() else []

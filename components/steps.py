@@ -193,11 +193,11 @@ def group_report(
 
 
 @component
-def reindex(model: str) -> int:
-    """Gallery templates for the new version, before any traffic moves."""
+def reindex(model: str, shard: int, shard_ids: list) -> int:
+    """Gallery templates for the new version, one shard of the students (of ``len(shard_ids)``), before traffic."""
     from facegate.pipeline.steps import reindex_step
 
-    return reindex_step(model)
+    return reindex_step(model, shard=shard, shard_ids=shard_ids)
 
 
 @component

@@ -42,6 +42,9 @@ SECRETS = {
 }
 GALLERY_SECRETS = ("facegate-gallery-db", "facegate-gallery-keys")
 GPU_NODE = ("nvidia.com/gpu.product", "Tesla-V100-PCIE-32GB")
+#: Shard ids of the gallery reindex: one 2-CPU pod each (docs/performance-eval.md: 150,000 photos by shard count).
+#: `facegate pipeline run --local` passes [0]: on a laptop more processes only compete for the same cores.
+DEFAULT_REINDEX_SHARDS = [0, 1, 2]
 
 
 def wire(
@@ -111,6 +114,7 @@ def training(
     holdout_per_identity: int = 2,
     train_backend: str = "local",
     rollout_target: str = "cluster",
+    reindex_shards: list = DEFAULT_REINDEX_SHARDS,
 ) -> None:
     """The training pipeline (parameters as in the README's Pipelines section)."""
     on_exit = wire(steps.record_failure(pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), cpu="1", memory="2G")
@@ -138,7 +142,10 @@ def training(
             cpu="4",
         )
         with dsl.If(gate.outputs["Output"] == "promote", name="challenger-wins"):
-            rx = wire(steps.reindex(model=reg.output), gallery=True)
+            # The gallery is reindexed in len(reindex_shards) pods side by side, each the same library function on its
+            # share of the students (facegate.serve.reindex); a retried pod resumes where it stopped.
+            with dsl.ParallelFor(items=reindex_shards, name="reindex-shards") as shard:
+                rx = wire(steps.reindex(model=reg.output, shard=shard, shard_ids=reindex_shards), gallery=True)
             can = wire(steps.canary(model=reg.output, percent=canary_percent, target=rollout_target), gallery=True)
             can.after(rx)  # templates first: a canary without them is refused anyway
             an = wire(

@@ -157,9 +157,13 @@ def evaluate(
             "--covariates", help="Also bin every image by illumination, face size, pose and sharpness: covariates/."
         ),
     ] = False,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse and keep embeddings in <home>/cache (same model+image).")
+    ] = True,
 ) -> None:
     """Run the LFW 10-fold verification protocol and write metrics and plots."""
     from facegate.data.pairs import load_pairs
+    from facegate.evaluate.embed_cache import EmbeddingCache
     from facegate.evaluate.runner import evaluate_pairs, write_report
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
     from facegate.models import load_embedder
@@ -188,6 +192,7 @@ def evaluate(
         target_far=ev.target_far,
         limits=limits_from_settings(settings),
         progress=_progress(ctx),
+        cache=EmbeddingCache.at_home(settings.home) if cache else None,
     )
     write_report(result, pairset, out)
     settings.dump(out)
@@ -512,13 +517,17 @@ def gallery_reindex(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model (bundle) whose templates to build from the stored crops.")],
     db: GalleryUrl = None,
+    workers: Annotated[int, typer.Option(help="Processes, one shard each (one already uses two cores).")] = 1,
+    resume: Annotated[bool, typer.Option("--resume/--rebuild", help="Keep templates a killed run wrote.")] = True,
 ) -> None:
-    """Build templates for a new model version before it takes traffic."""
-    from facegate.models import load_embedder
+    """Build templates for a new model version before it takes traffic (parallel, resumable)."""
+    from facegate.serve.reindex import reindex
 
-    embedder = load_embedder(model)
-    n = _gallery(ctx, db).reindex(embedder)
-    typer.echo(f"indexed {n} students for model version {embedder.version}")
+    rep = reindex(db or _settings(ctx).gallery_url(), model, workers=workers, resume=resume)
+    typer.echo(
+        f"indexed {rep.built + rep.skipped} students for model version {rep.model_version} ({rep.built} built, "
+        f"{rep.skipped} already done; {rep.photos} photos, {rep.photos_per_second:.1f} photos/s)"
+    )
 
 
 @gallery_app.command("rotate-keys")

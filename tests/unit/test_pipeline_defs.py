@@ -76,8 +76,13 @@ def test_training_pipeline_shape() -> None:
     inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert inner["condition-2"]["triggerPolicy"]["condition"].endswith("== 'promote'")
     rollout = spec["components"]["comp-condition-2"]["dag"]["tasks"]
-    assert set(rollout) == {"reindex", "canary", "analyze-canary", "finish-rollout"}
-    assert "reindex" in rollout["canary"]["dependentTasks"]
+    loop = next(k for k in rollout if k.startswith("for-loop-"))
+    assert set(rollout) == {loop, "canary", "analyze-canary", "finish-rollout"}
+    assert loop in rollout["canary"]["dependentTasks"]  # every reindex shard before the canary
+    shards = spec["components"][rollout[loop]["componentRef"]["name"]]["dag"]["tasks"]["reindex"]
+    assert set(shards["inputs"]["parameters"]) == {"model", "shard", "shard_ids"}
+    assert rollout[loop]["parameterIterator"]["items"]["inputParameter"].endswith("reindex_shards")
+    assert spec["root"]["inputDefinitions"]["parameters"]["reindex_shards"]["defaultValue"] == [0, 1, 2]
 
 
 def test_components_call_exactly_one_facegate_function() -> None:

@@ -1,34 +1,31 @@
 """Evaluate an embedder on a pair set: load, (align), embed, score, measure, and write the report.
 
-Images are decoded and aligned on a small thread pool (OpenCV and Pillow release the GIL) while the main thread
-embeds batches. An image that is missing, undecodable or without a face is reported by name and its pairs count as
-*failed*: they get the lowest possible score (-1), i.e. they are judged "no match", which is how a kiosk would
-treat them. Nothing is skipped silently.
+Embedding and scoring is :func:`facegate.evaluate.scoring.score_pairs` (decoding pipelined against inference, an
+optional embedding cache); this module adds metrics, reports and bundle records. An image that is missing,
+undecodable or without a face is reported by name and its pairs count as *failed*: they get the lowest possible
+score (-1), i.e. they are judged "no match", which is how a kiosk would treat them. Nothing is skipped silently.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from facegate.data.imageio import DEFAULT_LIMITS, ImageLimits
 from facegate.data.pairs import PairSet
-from facegate.errors import DataError, FacegateError
+from facegate.errors import DataError
+from facegate.evaluate.embed_cache import EmbeddingCache
 from facegate.evaluate.metrics import compute_metrics
+from facegate.evaluate.scoring import FAILED_SCORE, score_pairs
 from facegate.faces.pipeline import AlignMode, FaceAligner
 from facegate.models.base import Embedder
 
-__all__ = ["EvalResult", "embed_images", "evaluate_pairs", "record_in_bundle", "write_report"]
-
-FAILED_SCORE = -1.0
+__all__ = ["FAILED_SCORE", "EvalResult", "evaluate_pairs", "record_in_bundle", "write_report"]
 
 
 @dataclass
@@ -52,68 +49,6 @@ class EvalResult:
     failed_keys: dict[str, str] = field(default_factory=dict)
 
 
-def _prepare_one(
-    pairset: PairSet, key: str, aligner: FaceAligner, mode: AlignMode, limits: ImageLimits
-) -> tuple[str, np.ndarray | None, str | None]:
-    try:
-        image = pairset.source.load(key, limits)
-        crop = aligner.prepare(image, mode)
-    except FacegateError as exc:
-        return key, None, f"{exc.code}: {exc.message}"
-    return key, crop.face, None
-
-
-def embed_images(
-    pairset: PairSet,
-    keys: Sequence[str],
-    embedder: Embedder,
-    aligner: FaceAligner,
-    *,
-    mode: AlignMode = "auto",
-    flip: bool = False,
-    batch_size: int = 64,
-    workers: int = 2,
-    limits: ImageLimits = DEFAULT_LIMITS,
-    progress: bool = True,
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Embed the images behind ``keys``.
-
-    Returns:
-        ``(embeddings by key, failures by key)``.
-    """
-    embeddings: dict[str, np.ndarray] = {}
-    failures: dict[str, str] = {}
-
-    def chunks() -> Iterator[Sequence[str]]:
-        for start in range(0, len(keys), batch_size):
-            yield keys[start : start + batch_size]
-
-    bar = tqdm(total=len(keys), desc=f"embed {pairset.name}", unit="img", disable=not progress, dynamic_ncols=True)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        # Keep one chunk in flight ahead of the embedder so decoding overlaps inference.
-        pending = None
-        for chunk in [*chunks(), None]:
-            nxt = (
-                [pool.submit(_prepare_one, pairset, k, aligner, mode, limits) for k in chunk]
-                if chunk is not None
-                else None
-            )
-            if pending is not None:
-                done = [f.result() for f in pending]
-                ok = [(k, face) for k, face, err in done if face is not None]
-                for k, _, err in done:
-                    if err is not None:
-                        failures[k] = err
-                if ok:
-                    embs = embedder.embed(np.stack([f for _, f in ok]), batch_size=batch_size, flip=flip)
-                    for (k, _), e in zip(ok, embs, strict=True):
-                        embeddings[k] = e
-                bar.update(len(done))
-            pending = nxt
-    bar.close()
-    return embeddings, failures
-
-
 def evaluate_pairs(
     embedder: Embedder,
     pairset: PairSet,
@@ -126,6 +61,7 @@ def evaluate_pairs(
     target_far: float = 1e-3,
     limits: ImageLimits = DEFAULT_LIMITS,
     progress: bool = True,
+    cache: EmbeddingCache | None = None,
 ) -> EvalResult:
     """Run the verification protocol for one model on one pair set.
 
@@ -140,34 +76,27 @@ def evaluate_pairs(
         target_far: FAR for the deployment threshold.
         limits: Image limits.
         progress: Show a progress bar.
+        cache: Embedding cache (images it holds for this model are not embedded again).
 
     Returns:
         The result; ``metrics`` also holds ``model``, ``model_version``, ``pairs``, ``flip``, ``align``,
-        ``n_failed_pairs``, ``failed_images``, ``seconds`` and ``pairs_per_second``.
+        ``n_failed_pairs``, ``failed_images``, ``seconds``, ``pairs_per_second``, ``n_embedded`` and ``n_cached``.
     """
-    aligner = aligner or FaceAligner()
     keys = pairset.image_keys()
     t0 = time.perf_counter()
-    embs, failures = embed_images(
-        pairset,
-        keys,
+    scored = score_pairs(
         embedder,
-        aligner,
+        pairset,
+        aligner=aligner,
         mode=mode,
         flip=flip,
         batch_size=batch_size,
         workers=workers,
         limits=limits,
+        cache=cache,
         progress=progress,
     )
-    scores = np.full(len(pairset), FAILED_SCORE, dtype=np.float64)
-    failed_pairs: list[int] = []
-    for i, (a, b) in enumerate(zip(pairset.left, pairset.right, strict=True)):
-        ea, eb = embs.get(a), embs.get(b)
-        if ea is None or eb is None:
-            failed_pairs.append(i)
-        else:
-            scores[i] = float(np.dot(ea, eb))
+    scores, failures, failed_pairs = scored.scores, scored.failures, scored.failed_pairs
     elapsed = time.perf_counter() - t0
     try:
         metrics = compute_metrics(pairset.same, scores, pairset.folds, target_far=target_far)
@@ -188,6 +117,8 @@ def evaluate_pairs(
             "failed_pair_score": FAILED_SCORE,
             "seconds": round(elapsed, 3),
             "pairs_per_second": round(len(pairset) / elapsed, 2) if elapsed > 0 else None,
+            "n_embedded": scored.stats.embedded,
+            "n_cached": scored.stats.cached,
         }
     )
     return EvalResult(

@@ -74,10 +74,15 @@ class Embedder(ABC):
         out = np.empty((arr.shape[0], self.embedding_size), dtype=np.float32)
         for start in range(0, arr.shape[0], batch_size):
             batch = np.ascontiguousarray(arr[start : start + batch_size])
-            emb = self._forward(batch).astype(np.float32, copy=False)
+            n = batch.shape[0]
             if flip:
-                emb = emb + self._forward(np.ascontiguousarray(batch[:, :, ::-1, :])).astype(np.float32, copy=False)
-            out[start : start + batch.shape[0]] = emb
+                # The mirrored faces ride in the same forward pass as the originals: one call of 2n faces costs
+                # less than two calls of n (per-call overhead, and better use of both cores).
+                both = self._forward(np.concatenate([batch, batch[:, :, ::-1, :]])).astype(np.float32, copy=False)
+                emb = both[:n] + both[n:]
+            else:
+                emb = self._forward(batch).astype(np.float32, copy=False)
+            out[start : start + n] = emb
         return l2_normalize(out)
 
     def describe(self) -> dict[str, Any]:

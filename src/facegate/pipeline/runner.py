@@ -88,7 +88,12 @@ def load_pipeline(name: str) -> tuple[Any, Path]:
 
 
 #: What ``--local`` means for the parameters that choose where heavy work runs (only those a pipeline has).
-LOCAL_DEFAULTS = {"train_backend": "local", "tune_backend": "local", "rollout_target": "local"}
+LOCAL_DEFAULTS: dict[str, Any] = {
+    "train_backend": "local",
+    "tune_backend": "local",
+    "rollout_target": "local",
+    "reindex_shards": [0],  # one process: a laptop's cores are already busy in it
+}
 
 
 def _check_params(name: str, pipe: Any, params: dict[str, Any]) -> dict[str, Any]:

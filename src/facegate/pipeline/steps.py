@@ -448,6 +448,7 @@ def evaluate_step(
     Returns:
         Metrics per set.
     """
+    from facegate.evaluate.embed_cache import EmbeddingCache
     from facegate.evaluate.metrics import roc_curve
     from facegate.evaluate.runner import evaluate_pairs, record_in_bundle, write_report
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
@@ -468,6 +469,7 @@ def evaluate_step(
                 target_far=target_far,
                 limits=limits_from_settings(settings),
                 progress=True,
+                cache=EmbeddingCache.at_home(settings.home),
             )
             m = res.metrics
             m["pairs"] = name
@@ -657,6 +659,7 @@ def gate_step(
     """
     import numpy as np
 
+    from facegate.evaluate.embed_cache import EmbeddingCache
     from facegate.evaluate.gate import GatePolicy, ModelScores, compare_models
     from facegate.evaluate.runner import evaluate_pairs
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
@@ -675,6 +678,7 @@ def gate_step(
     pairsets = _pairsets(sets, holdout_dir)
     labels = np.concatenate([p.same for _, p in pairsets])
     scored: dict[str, ModelScores] = {}
+    cache = EmbeddingCache.at_home(settings.home)  # the champion's embeddings of unchanged sets are reused
     for role, v in (("challenger", chall_v), ("champion", champ_v)):
         if v is None:
             continue
@@ -688,6 +692,7 @@ def gate_step(
                 target_far=target_far,
                 limits=limits_from_settings(settings),
                 progress=False,
+                cache=cache,
             ).scores
             for _, p in pairsets
         ]
@@ -760,23 +765,25 @@ def _crd_dir() -> str | None:
 
 
 @records_failure
-def reindex_step(model: str) -> int:
-    """Build gallery templates for ``model`` (a ``models:/`` URI) before it takes any traffic.
+def reindex_step(model: str, *, shard: int = 0, shard_ids: Sequence[int] = (0,)) -> int:
+    """Build gallery templates for ``model`` (a ``models:/`` URI), for one shard of the students, before traffic.
 
-    The gallery is the one the verifier uses (``serve.gallery_url``, else ``<home>/gallery.db``), its crops
-    decrypted with ``FACEGATE_GALLERY_KEYS``.
+    The pipeline runs one per id of ``shard_ids`` side by side (:func:`facegate.serve.reindex.reindex_shard`;
+    resumable, so a retried pod continues). The gallery is the verifier's (``serve.gallery_url``, else
+    ``<home>/gallery.db``).
 
     Returns:
-        Students reindexed.
+        Students of this shard with a template for the model.
     """
     from facegate.models import load_embedder
     from facegate.serve.gallery import Gallery
+    from facegate.serve.reindex import reindex_shard
 
-    settings = _settings()
     embedder = load_embedder(model)
-    n = Gallery(settings.gallery_url()).reindex(embedder)
-    _say(f"reindex: templates of {n} students for {embedder.version}")
-    return n
+    shards = len(shard_ids)  # KFP may hand list items over as floats
+    rep = reindex_shard(Gallery(_settings().gallery_url()), embedder, shard=int(shard), shards=shards)
+    _say(f"reindex {rep.shards}: {rep.built} built, {rep.skipped} already done for {embedder.version}")
+    return rep.built + rep.skipped
 
 
 @records_failure

@@ -424,43 +424,17 @@ class Gallery:
             return int(session.scalar(query) or 0)
 
     def reindex(self, embedder: Embedder, *, chunk: int = 256) -> int:
-        """Build templates for ``embedder.version`` from the stored crops (before that model takes traffic).
+        """Build (or rebuild) templates for ``embedder.version`` from the stored crops, in this process.
 
-        Students are embedded ``chunk`` at a time outside any write transaction, and each chunk's templates are
-        written in one short transaction: on SQLite a long write lock would make a live verifier's audit writes
-        time out. Re-running is safe (templates are replaced).
+        See :func:`facegate.serve.reindex.reindex_shard` (here: one shard, every template rewritten); the CLI and
+        the pipeline run it sharded, on several processes or pods, and resumable.
 
         Returns:
             The number of students indexed.
         """
-        with Session(self.engine) as session:
-            ids = list(session.scalars(select(Student.id).order_by(Student.id)))
-        n = 0
-        for start in range(0, len(ids), chunk):
-            built: list[tuple[str, np.ndarray, int]] = []
-            with Session(self.engine) as session:
-                for student in session.scalars(select(Student).where(Student.id.in_(ids[start : start + chunk]))):
-                    faces = [self._decrypt_face(student.id, c) for c in student.crops]
-                    if faces:
-                        emb = l2_normalize(embedder.embed(np.stack(faces)).mean(axis=0, keepdims=True))[0]
-                        built.append((student.id, emb, len(faces)))
-            with Session(self.engine) as session, session.begin():
-                for sid, emb, count in built:
-                    existing = session.get(Template, (sid, embedder.version))
-                    if existing is not None:
-                        existing.embedding, existing.n_photos, existing.created_at = emb.tobytes(), count, _now()
-                    else:
-                        session.add(
-                            Template(
-                                student_id=sid, model_version=embedder.version, embedding=emb.tobytes(), n_photos=count
-                            )
-                        )
-            n += len(built)
-        with Session(self.engine) as session, session.begin():
-            session.add(
-                AuditEntry(action="reindex", student_id="*", model_version=embedder.version, detail={"students": n})
-            )
-        return n
+        from facegate.serve.reindex import reindex_shard  # it imports this module
+
+        return reindex_shard(self, embedder, chunk=chunk, resume=False).built
 
     def rotate_keys(self) -> int:
         """Re-encrypt every crop with the active key; returns the number re-encrypted."""
