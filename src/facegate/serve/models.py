@@ -49,6 +49,7 @@ from facegate.faces.pipeline import (
 from facegate.models.base import Embedder, load_embedder
 from facegate.serve.batching import MicroBatcher
 from facegate.serve.gallery import Gallery, check_student_id
+from facegate.serve.http_edges import adopt_request_id
 from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model
 from facegate.serve.metrics import DECISIONS, SCORES, STAGE_SECONDS
 from facegate.serve.protocol import BadRequestError, bytes_values, element_bytes
@@ -243,9 +244,14 @@ def plain_request_id(value: str | None) -> str | None:
 
 
 def _request_id(payload: Any, headers: dict[str, str] | None) -> str:
-    """The client's request id when it is a plain token, else a fresh one: it is echoed and written to logs."""
-    rid = payload.id if isinstance(payload, InferRequest) else None
-    return plain_request_id(rid) or plain_request_id((headers or {}).get("x-request-id")) or uuid.uuid4().hex
+    """The client's request id when it is a plain token, else a fresh one: it is echoed and written to logs.
+
+    A valid v2 body ``id`` wins over ``x-request-id`` and becomes the request's one id (header, logs, audit).
+    """
+    body_id = plain_request_id(payload.id if isinstance(payload, InferRequest) else None)
+    if body_id is not None:
+        adopt_request_id(body_id)
+    return body_id or plain_request_id((headers or {}).get("x-request-id")) or uuid.uuid4().hex
 
 
 @dataclass
@@ -380,7 +386,7 @@ class VerifierModel(_FacegateModel):
         template = await rt.run(rt.gallery.template, student_id, version)
         if template is None:
             DECISIONS.labels("reject", "unknown_student", version).inc()
-            await rt.run(self._audit, kiosk, student_id, "reject", None, "unknown_student")
+            await rt.run(self._audit, kiosk, student_id, "reject", None, "unknown_student", rid)
             log.info(
                 "verify",
                 extra={"fields": {"request_id": rid, "kiosk": kiosk, "student": student_tag(student_id),
@@ -421,7 +427,7 @@ class VerifierModel(_FacegateModel):
             check.message = f"score {score:.3f} {'>=' if decision == 'accept' else '<'} threshold {threshold:.3f}"
         DECISIONS.labels(decision, reason, version).inc()
         t0 = time.perf_counter()
-        await rt.run(self._audit, check.kiosk, check.student_id, decision, score, reason)
+        await rt.run(self._audit, check.kiosk, check.student_id, decision, score, reason, check.request_id)
         STAGE_SECONDS.labels("audit", rt.embedder.name).observe(time.perf_counter() - t0)
         STAGE_SECONDS.labels("total", rt.embedder.name).observe(time.perf_counter() - check.started)
         log.info(
@@ -438,7 +444,9 @@ class VerifierModel(_FacegateModel):
         outputs += [InferOutput(name=k, shape=[1], datatype="FP32", data=[float(v)]) for k, v in numbers.items()]
         return InferResponse(response_id=check.request_id, model_name=self.name, infer_outputs=outputs)
 
-    def _audit(self, kiosk: str, student_id: str, decision: str, score: float | None, reason: str) -> None:
+    def _audit(
+        self, kiosk: str, student_id: str, decision: str, score: float | None, reason: str, request_id: str
+    ) -> None:
         self.runtime.gallery.record_decision(
             kiosk=kiosk,
             student_id=student_id,
@@ -446,6 +454,7 @@ class VerifierModel(_FacegateModel):
             score=score,
             model_version=self.runtime.embedder.version,
             reason=reason,
+            request_id=request_id,
         )
 
 
