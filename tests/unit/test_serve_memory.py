@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
+import pytest
 
 from facegate.models.base import Embedder
 from facegate.serve.batching import MicroBatcher
@@ -45,3 +47,22 @@ def test_large_batches_are_embedded_in_slices_in_order() -> None:
     inner.batches.clear()
     out = asyncio.run(through_batcher())
     assert out.shape == (16, 8) and max(inner.batches) <= FORWARD_SLICE
+
+
+def test_the_last_request_of_a_burst_gets_a_trailing_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trim asked for too soon after the previous one still happens, once the interval has passed."""
+    from facegate.serve import memory
+
+    if memory._LIBC is None:
+        pytest.skip("no glibc: trimming does nothing here")
+    calls: list[float] = []
+    monkeypatch.setattr(memory, "trim", lambda: calls.append(time.monotonic()))
+    trimmer = memory.Trimmer(min_interval_s=0.3)
+    trimmer.maybe()  # the first request of the burst ends: trim now
+    for _ in range(5):  # the burst's last requests end within the interval
+        trimmer.maybe()
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(calls) == 2, calls  # one trailing trim, not one per request
+    assert calls[1] - calls[0] >= 0.25
