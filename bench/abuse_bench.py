@@ -20,7 +20,9 @@ and code); RSS and open file descriptors are sampled every 10 s.
 
 The model is an OpenVINO FP32 export of SFace (``--model`` takes any bundle); the per-key rate limit is raised so
 that the in-flight, pixel and size limits are what binds. Prints one JSON object.
-Usage: ``python bench/abuse_bench.py [--duration 60]`` or ``python bench/abuse_bench.py --soak 600``.
+**Burst** (``--burst SECONDS``): memory only. Warm is RSS after one request of each kind at normal sizes; then one key
+sends maximum-size embeds and verifies from 8 threads; RSS 10 s later over warm must be at most 1.10.
+Usage: ``python bench/abuse_bench.py [--duration 60]``, ``--soak 600`` or ``--burst 20``.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ def setup(server: Server, photos: Path, kiosks: int) -> list[str]:
         str(httpx.post(server.url + f"/admin/v1/keys/kiosk-{i}", headers=admin, timeout=30).json()["key"])
         for i in range(kiosks)
     ]
+
+
+def run_threads(threads: list[threading.Thread]) -> None:
+    """Start the threads and wait for all of them."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 class Sampler(threading.Thread):
@@ -229,10 +239,7 @@ def abuse(server: Server, photos: Path, duration: float, attacker_nice: int = 10
         threading.Thread(target=warm_up, args=(flooder, [(EMBED, embed_bytes), (INFER, huge_bytes)], 3))
         for _ in range(2)
     ] + [threading.Thread(target=warm_up, args=(victim, [(INFER, good_bytes)], 40)) for _ in range(2)]
-    for t in warmers:
-        t.start()
-    for t in warmers:
-        t.join()
+    run_threads(warmers)
     time.sleep(3)
     warm = round(rss_kib(pid) / 1024, 1)
 
@@ -302,6 +309,68 @@ def abuse(server: Server, photos: Path, duration: float, attacker_nice: int = 10
         "guesser_statuses": {str(k): v for k, v in sorted(guess_status.items())},
         "slowloris": {"connections": 200, "closed_by_server": closed[0]},
         "server_rss_mib": {"warm": warm, "peak": peak, "after_10s": after, "after_over_warm": round(after / warm, 3)},
+    }
+
+
+def burst(server: Server, photos: Path, seconds: float, threads: int = 8) -> dict[str, Any]:
+    """RSS after a burst of maximum-size embeds from one key, against warm (issue 18): within 10 % (bar 1.10).
+
+    Warm: one request of each kind at normal sizes (a 640x480 check-in, a one-photo embed), then idle. The burst:
+    ``threads`` threads of one key send the heaviest embed the server accepts (and the heaviest verify) for
+    ``seconds``; RSS is sampled every 0.2 s and read again after 10 s of quiet.
+    """
+    victim_key, flood_key = setup(server, photos, 2)
+    pid = server.proc.pid
+    photo = check_in_photo(photos / "test" / "obama1.jpg")
+    src = photos / "train" / "obama" / "obama.jpg"
+    large, huge = big_photo(src, (4000, 3000), quality=60), big_photo(src, (4000, 5000), quality=60)
+    per_image = decoded_pixels(large, limits=ImageLimits(max_side=1600))
+    n_embed = max(1, min(64, int(8 * 1024 * 1024 * 0.74) // len(large), 30_000_000 // per_image))
+    b64 = base64.b64encode(large).decode()
+    embed_bytes = json.dumps({"inputs": [{"name": "image", "shape": [n_embed], "datatype": "BYTES",
+                                          "data": [b64] * n_embed}]}).encode()  # fmt: skip
+    huge_bytes = json.dumps(verify_request(huge, "S1")).encode()
+    small_embed = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                               "data": [base64.b64encode(photo).decode()]}]}  # fmt: skip
+    with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {victim_key}"}) as c:
+        assert c.post(server.url + INFER, json=verify_request(photo, "S1")).status_code == 200
+        assert c.post(server.url + EMBED, json=small_embed).status_code == 200
+    time.sleep(3)
+    warm = round(rss_kib(pid) / 1024, 1)
+    sampler = Sampler(pid, 0.2)
+    sampler.start()
+    statuses: Counter[int] = Counter()
+    end = time.monotonic() + seconds
+    flooder = {"Authorization": f"Bearer {flood_key}", "Content-Type": "application/json"}
+
+    def flood(i: int) -> None:
+        with httpx.Client(headers=flooder, timeout=120) as c:
+            n = i
+            while time.monotonic() < end:
+                path, body = (EMBED, embed_bytes) if n % 2 == 0 else (INFER, huge_bytes)
+                n += 1
+                try:
+                    statuses[c.post(server.url + path, content=body).status_code] += 1
+                except httpx.HTTPError:
+                    statuses[-1] += 1
+
+    run_threads([threading.Thread(target=flood, args=(i,)) for i in range(threads)])
+    time.sleep(10)
+    after = round(rss_kib(pid) / 1024, 1)
+    sampler.stop.set()
+    sampler.join()
+    return {
+        "burst_s": seconds,
+        "threads": threads,
+        "embed_images_per_request": n_embed,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "server_rss_mib": {
+            "warm": warm,
+            "peak": max(x[1] for x in sampler.samples),
+            "after_10s": after,
+            "after_over_warm": round(after / warm, 3),
+            "bar": 1.10,
+        },
     }
 
 
@@ -411,6 +480,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of abuse")
     ap.add_argument("--soak", type=float, default=0.0, help="run the soak for this many seconds instead")
+    ap.add_argument("--burst", type=float, default=0.0, help="only the memory check: a burst of this many seconds")
     ap.add_argument("--clients", type=int, default=8, help="soak clients")
     ap.add_argument("--attacker-nice", type=int, default=10, help="nice value of the attackers' process (0: none)")
     ap.add_argument("--model", default=None, help="bundle to serve (default: SFace exported to OpenVINO FP32)")
@@ -432,6 +502,8 @@ def main() -> None:
             result["load_average_1_5_15_min_before"] = [round(x, 2) for x in os.getloadavg()]
             if args.soak:
                 result["soak"] = soak(server, photos, args.soak, args.clients)
+            elif args.burst:
+                result["burst"] = burst(server, photos, args.burst)
             else:
                 result["abuse"] = abuse(server, photos, args.duration, args.attacker_nice)
         finally:

@@ -114,7 +114,8 @@ def train_job(
                 "image": image,
                 "command": ["/bin/sh", "-c"],
                 "args": [script],
-                "env": _env(_config_yaml(cfg, "/work/run")),
+                # The image reference (by digest when the caller pins one) is the run's image_digest tag.
+                "env": [*_env(_config_yaml(cfg, "/work/run")), {"name": "FACEGATE_IMAGE", "value": image}],
                 "numNodes": nodes,
                 "numProcPerNode": gpus_per_node,
                 "resourcesPerNode": {

@@ -259,7 +259,8 @@ def register_bundle(
         RegistryError: If ``bundle`` is not a bundle.
     """
     from facegate.models.base import BUNDLE_FILE
-    from facegate.registry.tracking import ensure_experiment, git_commit
+    from facegate.registry.provenance import provenance_tags
+    from facegate.registry.tracking import ensure_experiment
 
     path = Path(bundle)
     meta_file = path / BUNDLE_FILE
@@ -273,7 +274,7 @@ def register_bundle(
         "model": str(meta.get("model", "")),
         "format": str(meta.get("format", "")),
         "threshold": meta.get("threshold"),
-        "git_commit": git_commit(),
+        **provenance_tags(),
     }
     if meta.get("evaluations"):
         all_tags["evaluations"] = meta["evaluations"]

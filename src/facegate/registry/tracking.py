@@ -2,10 +2,12 @@
 
 The embedded default is a SQLite store under ``FACEGATE_HOME`` (``<home>/mlflow.db``, artifacts in
 ``<home>/mlartifacts``); ``MLFLOW_TRACKING_URI`` points it at a server instead. Every run logs its parameters (the
-flattened config), the resolved config file, the dataset's manifest hash, the git commit, metrics per step and per
-validation, the ROC and score plots of the final validation, the facegate model bundle and an MLflow PyTorch model
-whose pip requirements name an installable torch release (``torch==2.13.0``, never a local build tag such as
-``+cpu`` that plain package indexes do not serve); the exact build that trained it is kept in the model's metadata.
+flattened config), the resolved config file, the dataset's manifest hash, the provenance tags
+(:mod:`facegate.registry.provenance`: facegate's version and commit, image digest, caller's commit), metrics per
+step and per validation, the ROC and score plots of the final validation, the facegate model bundle and an MLflow
+PyTorch model whose pip requirements name an installable torch release (``torch==2.13.0``, never a local build tag
+such as ``+cpu`` that plain package indexes do not serve); the exact build that trained it is kept in the model's
+metadata.
 
 Every artifact location stays under the configured store: the embedded store is created with ``<home>/mlartifacts``
 as its default root, so even MLflow's own ``Default`` experiment does not point at the directory a command ran from
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from facegate.registry.provenance import provenance_tags
 from facegate.train.config import TrainConfig
 from facegate.utils import flatten_dict
 
@@ -50,32 +52,11 @@ def tracking_uri(home: str | Path = ".facegate") -> str:
     return f"sqlite:///{db}"
 
 
-def git_commit(path: str | Path = ".") -> str:
-    """The checkout's commit (``+dirty`` when it has uncommitted changes), or ``unknown``.
+def git_commit() -> str:
+    """The commit of facegate itself (see :mod:`facegate.registry.provenance`), never the current directory's."""
+    from facegate.registry.provenance import facegate_commit
 
-    In an image there is no checkout: ``FACEGATE_GIT_COMMIT`` (set at build time from the image's revision) wins.
-    """
-    if os.environ.get("FACEGATE_GIT_COMMIT", "unknown") not in ("", "unknown"):
-        return os.environ["FACEGATE_GIT_COMMIT"]
-
-    def git(*args: str) -> str:
-        # git from PATH on purpose: the user's own checkout, read-only commands with fixed arguments.
-        out = subprocess.run(  # noqa: S603
-            ["git", *args],  # noqa: S607
-            cwd=path,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout.strip()
-
-    try:
-        sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
+    return facegate_commit()
 
 
 def dataset_hash(cfg: TrainConfig) -> str:
@@ -196,7 +177,8 @@ def tracked_run(
     with mlflow.start_run(run_name=cfg.name, nested=nested, parent_run_id=parent_run_id, tags=tags) as run:
         params = flatten_dict(cfg.to_dict())
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.set_tags({"git_commit": git_commit(), "dataset_hash": dataset_hash(cfg), "data_kind": cfg.data.kind})
+        # facegate's version and commit, the image digest on a cluster, the caller's repo under its own tag.
+        mlflow.set_tags({**provenance_tags(), "dataset_hash": dataset_hash(cfg), "data_kind": cfg.data.kind})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
             path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

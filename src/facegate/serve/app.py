@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect
 from facegate.config import Settings
 from facegate.errors import FacegateError, ImageError, ModelError
 from facegate.serve.auth import ApiKeyStore, Principal, RateLimiter, claimed_key_id
+from facegate.serve.http_edges import framing_error, open_request_id
 from facegate.serve.kserve_compat import (
     InvalidInput,
     ModelNotFound,
@@ -59,6 +60,7 @@ from facegate.serve.models import (
 )
 from facegate.serve.opsmetrics import watch_load
 from facegate.serve.protocol import StrictDataPlane
+from facegate.serve.triton_config import ModelStats, install_triton_routes, is_stats_path
 from facegate.serve.web import install_web
 
 __all__ = ["Gatekeeper", "create_app", "serve"]
@@ -108,6 +110,8 @@ def route_class(path: str) -> str:
         return "unsupported"
     if path.startswith("/admin/"):
         return "admin"
+    if is_stats_path(path):
+        return "keyed"  # any valid key: traffic figures are not for anyone who can reach the port
     if path.startswith("/v2/models/") and path.rstrip("/").endswith("/infer"):
         return "inference"
     if path.startswith("/v1/models/") and path.endswith(":predict"):
@@ -228,6 +232,7 @@ class Gatekeeper:
         self.inflight_total = 0
         self.throttle_log = _ThrottleLog()
         self.trimmer = Trimmer()
+        self.stats = ModelStats()  # per-model counters behind Triton's statistics route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Gate one ASGI connection."""
@@ -237,7 +242,8 @@ class Gatekeeper:
         t0 = time.perf_counter()
         kind = route_class(scope["path"])
         raw = {k.lower(): v for k, v in scope.get("headers", [])}
-        rid = plain_request_id(raw.get(b"x-request-id", b"").decode("latin-1")) or uuid.uuid4().hex
+        # One id per request: the client's x-request-id or a fresh one, replaced by a valid v2 body id once parsed.
+        ids = open_request_id(plain_request_id(raw.get(b"x-request-id", b"").decode("latin-1")) or uuid.uuid4().hex)
         status_box = [0]
         principal: Principal | None = None
         peer = str((scope.get("client") or ("?", 0))[0])
@@ -251,7 +257,7 @@ class Gatekeeper:
                 return  # the gatekeeper already answered 413; whatever the app says after that is dropped
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", ids.value.encode("latin-1"))]
             await send(message)
 
         async def respond(resp: Response) -> None:
@@ -261,6 +267,11 @@ class Gatekeeper:
             await resp(scope, receive, send_wrapped)
 
         try:
+            ambiguous = framing_error(scope.get("headers", []))
+            if ambiguous is not None:  # refused before anything else: a request-smuggling attempt behind a proxy
+                REJECTED_REQUESTS.labels("ambiguous_framing").inc()
+                await respond(_error(400, ambiguous, "ambiguous_framing"))
+                return
             if kind == "unsupported":
                 await respond(_error(404, "not supported by this server", "not_supported"))
                 return
@@ -288,7 +299,7 @@ class Gatekeeper:
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in internal]
             if principal is not None:
                 headers.append((PRINCIPAL_HEADER.encode(), f"{principal.name}:{principal.role}".encode()))
-            headers.append((b"x-request-id", rid.encode("latin-1")))
+            headers.append((b"x-request-id", ids.value.encode("latin-1")))
             scope = dict(scope, headers=headers)
             seen = [0]
 
@@ -318,13 +329,15 @@ class Gatekeeper:
                 self._release(name)
             status = status_box[0] or 500
             HTTP_REQUESTS.labels(kind, str(status)).inc()
+            if admitted:
+                self.stats.record(scope["path"], status, time.perf_counter() - t0)
             if quiet[0]:
                 self.throttle_log.add(client)
             else:
                 self.throttle_log.flush()
                 access_log.info(
                     "request",
-                    extra={"fields": {"request_id": rid, "method": scope.get("method"),
+                    extra={"fields": {"request_id": ids.value, "method": scope.get("method"),
                                       "path": _log_path(scope["path"]), "status": status,
                                       "ms": round((time.perf_counter() - t0) * 1000, 2), "client": client,
                                       "principal": principal.name if principal else None}},
@@ -609,6 +622,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     dataplane = StrictDataPlane(model_registry=repo)
     extension = ModelRepositoryExtension(model_registry=repo)
     app.add_api_route("/", dataplane.live, methods=["GET"])
+    stats = ModelStats()
+    install_triton_routes(app, repo, stats)  # before KServe's /v2/models/{name}, which would take /v2/models/stats
     register_v1_endpoints(app, dataplane, extension)
     register_v2_endpoints(app, dataplane, extension)
     app.include_router(_admin_router(rt, store))
@@ -625,7 +640,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
         max_inflight_per_key=sv.max_inflight_per_key,
         max_inflight=sv.max_inflight,
     )
-    gate.fastapi, gate.runtime = app, rt
+    gate.fastapi, gate.runtime, gate.stats = app, rt, stats
     watch_load(gate, rt.batcher)  # the dashboards' in-flight and queue gauges
     return gate
 

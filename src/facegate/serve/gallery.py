@@ -459,8 +459,14 @@ class Gallery:
         score: float | None,
         model_version: str,
         reason: str | None = None,
+        request_id: str | None = None,
     ) -> None:
-        """Append a verification decision to the audit log (never an image or a template)."""
+        """Append a verification decision to the audit log (never an image or a template).
+
+        ``request_id`` (the id the client got in its answer) goes into ``detail``, so a kiosk's complaint can be
+        matched with its audit row.
+        """
+        detail = {k: v for k, v in (("reason", reason), ("request_id", request_id)) if v}
         with Session(self.engine) as session, session.begin():
             session.add(
                 AuditEntry(
@@ -471,7 +477,7 @@ class Gallery:
                     decision=decision,
                     score=score,
                     model_version=model_version,
-                    detail={"reason": reason} if reason else None,
+                    detail=detail or None,
                 )
             )
 

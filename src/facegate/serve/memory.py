@@ -56,6 +56,10 @@ def trim() -> None:
 class Trimmer:
     """Trim at most every ``min_interval_s``, in a background thread, when asked after the last request ends.
 
+    A request that asks too soon after the previous trim gets a trailing trim once the interval has passed: the last
+    request of a burst usually ends within the interval of an earlier one, and a server that then goes idle would
+    otherwise keep the burst's freed memory (no later request asks again).
+
     Args:
         min_interval_s: Least time between two trims.
     """
@@ -64,18 +68,33 @@ class Trimmer:
         self.min_interval_s = min_interval_s
         self._last = 0.0
         self._busy = threading.Lock()
+        self._pending: threading.Timer | None = None
+        self._guard = threading.Lock()
 
     def maybe(self) -> None:
-        """Start a trim unless one ran recently or is running."""
-        now = time.monotonic()
-        if _LIBC is None or now - self._last < self.min_interval_s or not self._busy.acquire(blocking=False):
+        """Start a trim now, or schedule one for when the interval has passed (one at a time)."""
+        if _LIBC is None:
             return
-        self._last = now
+        with self._guard:
+            wait = self._last + self.min_interval_s - time.monotonic()
+            if wait > 0:
+                if self._pending is None:
+                    self._pending = threading.Timer(wait, self._trailing)
+                    self._pending.daemon = True
+                    self._pending.start()
+                return
+            if not self._busy.acquire(blocking=False):
+                return
+            self._last = time.monotonic()
+        threading.Thread(target=self._run, name="facegate-trim", daemon=True).start()
 
-        def run() -> None:
-            try:
-                trim()
-            finally:
-                self._busy.release()
+    def _trailing(self) -> None:
+        with self._guard:
+            self._pending = None
+        self.maybe()
 
-        threading.Thread(target=run, name="facegate-trim", daemon=True).start()
+    def _run(self) -> None:
+        try:
+            trim()
+        finally:
+            self._busy.release()

@@ -10,7 +10,8 @@ server's connection slots. :func:`guarded_h11` returns uvicorn's h11 protocol wi
 
 When a deadline passes, the client gets ``408 Request Timeout`` (if no response was started) and the connection
 is closed. The connection is also closed after any answer given before the body was read (the gatekeeper marks
-those ``Connection: close``), so a client streaming a refused upload cannot keep it open either.
+those ``Connection: close``), after a bounded drain (:mod:`facegate.serve.http_edges`) so that the client reads
+the answer, and a client streaming a refused upload cannot keep it open either.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from facegate.serve.http_edges import LingeringH11Protocol
 
 __all__ = ["guarded_h11"]
 
@@ -31,7 +34,7 @@ _TIMEOUT_RESPONSE = (
 )
 
 
-class _GuardedH11Protocol(H11Protocol):
+class _GuardedH11Protocol(LingeringH11Protocol):
     """uvicorn's h11 protocol with header and body read deadlines (set by :func:`guarded_h11`)."""
 
     header_timeout_s: float = 10.0
@@ -90,7 +93,7 @@ class _GuardedH11Protocol(H11Protocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the application's receive() now answers http.disconnect
             cycle.keep_alive = False
-        self.transport.close()
+        self.close_now()  # no lingering drain for a client that was too slow
 
 
 def guarded_h11(header_timeout_s: float, body_timeout_s: float) -> type[H11Protocol]:
