@@ -47,7 +47,7 @@ def main() -> None:
     lfw = SHARED / "data" / "lfw-aligned"
     faces = load_faces(lfw, 300) if lfw.is_dir() else synthetic_faces(60, 5)[0]
     if args.bundle is not None:
-        from facegate.models import load_embedder
+        from facegate.bundles import load_embedder
 
         source = load_embedder(args.bundle)
         assert isinstance(source, TorchEmbedder)

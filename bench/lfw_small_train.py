@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from _common import SHARED, machine, require
 
+from facegate.bundles import load_embedder
 from facegate.data.pairs import PairSet, load_pairs
 from facegate.evaluate.runner import evaluate_pairs
-from facegate.models import create_embedder, load_embedder
+from facegate.models import create_embedder
 from facegate.models.torch_embedder import calibrate_batchnorm
 from facegate.train.config import load_train_config
 from facegate.train.data import build_source

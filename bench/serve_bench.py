@@ -200,10 +200,11 @@ def throughput_run(server: Server, key: str, photo: bytes, clients: int, duratio
 
 def in_process_peer(model: str, photo: bytes, template_photos: list[Path], n: int) -> dict[str, float]:
     """The same pipeline without the server: decode, detect + align, embed, compare."""
+    from facegate.bundles import load_embedder
     from facegate.config import load_settings
     from facegate.data.imageio import decode_image
     from facegate.faces.pipeline import aligner_from_settings
-    from facegate.models.base import l2_normalize, load_embedder
+    from facegate.models.base import l2_normalize
 
     emb = load_embedder(model)
     aligner = aligner_from_settings(load_settings(env={}), multiple="reject")

@@ -140,11 +140,11 @@ def run_demo(
         workdir: Where to work (default ``<home>/demo``; emptied first).
         progress: Show progress bars.
     """
+    from facegate.bundles import load_embedder
     from facegate.data.pairs import load_csv_pairs
     from facegate.evaluate.runner import evaluate_pairs, write_report
     from facegate.faces.ingest import ingest
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
-    from facegate.models import load_embedder
     from facegate.utils import atomic_write_text
     from facegate.verify import verify_pair
 

@@ -64,8 +64,8 @@ def _served(kube: FakeKube) -> tuple[str, str, int, str]:
 def test_a_promotion_survives_an_unrelated_upgrade_and_helm_rollback_undoes_it(
     cluster: tuple[FakeKube, dict[str, str]], tmp_path: Path, photos: Path, aligner: Any, monkeypatch: Any
 ) -> None:
+    from facegate.bundles import load_embedder
     from facegate.cli import app
-    from facegate.models import load_embedder
 
     kube, env = cluster
     for key, value in env.items():

@@ -26,9 +26,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_challenger_that_wins_is_reindexed_canaried_and_promoted(home: Path, tmp_path: Path) -> None:
     """Champion: the same tiny network after one step (no better than chance); the trained challenger must win
     the gate, get gallery templates, pass a canary played on 127.0.0.1, and become champion."""
+    from facegate.bundles import load_embedder
     from facegate.demo import make_raw_dataset
     from facegate.faces.pipeline import FaceAligner
-    from facegate.models import load_embedder
     from facegate.pipeline.runner import run_local
     from facegate.pipeline.steps import ingest_step, train_step
     from facegate.registry.models import get_version, list_versions, register_bundle

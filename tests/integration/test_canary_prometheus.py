@@ -45,7 +45,7 @@ def _bundle(root: Path, version: str, threshold: float) -> Path:
 
 @pytest.fixture(scope="module")
 def setup(photos: Path, aligner: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from facegate.models import load_embedder
+    from facegate.bundles import load_embedder
 
     if not Path(PROMETHEUS).is_file():
         pytest.skip("needs Prometheus (Debian package prometheus; .ci/run installs it)")

@@ -54,8 +54,8 @@ def _blank_jpeg() -> bytes:
 
 @pytest.fixture(scope="module")
 def prom(photos: Path, aligner: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from facegate.bundles import load_embedder
     from facegate.faces.liveness import convert_from_photos
-    from facegate.models import load_embedder
 
     if not Path(PROMETHEUS).is_file():
         pytest.skip("needs Prometheus (Debian package prometheus; .ci/run installs it)")

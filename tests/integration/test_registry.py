@@ -29,7 +29,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_alias_round_trip_and_models_uri(home: Path, tmp_path: Path) -> None:
-    from facegate.models import load_embedder
+    from facegate.bundles import load_embedder
     from facegate.registry.models import RegistryError, get_version, list_versions, register_bundle, set_alias
 
     v1 = register_bundle(_bundle(tmp_path / "b1", "sface-a", 0.40), alias="champion", tags={"accuracy": 0.99})

@@ -92,7 +92,7 @@ def _bundle(root: Path, version: str, threshold: float = 0.36) -> Path:
 
 @pytest.fixture
 def gallery(tmp_path: Path, photos: Path, aligner: Any) -> Iterator[tuple[Gallery, str, Any]]:
-    from facegate.models import load_embedder
+    from facegate.bundles import load_embedder
 
     url = f"sqlite:///{tmp_path / 'gallery.db'}"
     keys = KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate("k1")})
@@ -104,7 +104,7 @@ def gallery(tmp_path: Path, photos: Path, aligner: Any) -> Iterator[tuple[Galler
 
 
 def test_a_canary_without_templates_is_refused_until_reindexed(gallery: Any, tmp_path: Path, photos: Path) -> None:
-    from facegate.models import load_embedder
+    from facegate.bundles import load_embedder
 
     g, _, aligner = gallery
     with pytest.raises(kserve.RolloutError) as err:
@@ -126,8 +126,8 @@ def test_a_canary_without_templates_is_refused_until_reindexed(gallery: Any, tmp
 
 
 def test_cli_dry_run_refuses_then_prints_a_valid_object(gallery: Any, tmp_path: Path, kserve_crds: Path) -> None:
+    from facegate.bundles import load_embedder
     from facegate.cli import app
-    from facegate.models import load_embedder
 
     g, url, _ = gallery
     runner = CliRunner()

@@ -6,9 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from facegate.bundles import load_embedder
 from facegate.cli import app
 from facegate.errors import ModelError
-from facegate.models import load_embedder
 from facegate.models.backbones import create_model, list_backbones
 from facegate.models.torch_embedder import TorchEmbedder
 

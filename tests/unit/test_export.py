@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facegate.bundles import load_embedder
 from facegate.data.pairs import BytesSource, PairSet
 from facegate.data.synthetic import synthetic_faces
 from facegate.export import convert
 from facegate.export.convert import ExportGateError, export_model
-from facegate.models import load_embedder
 from facegate.train.config import load_train_config
 from facegate.train.trainer import train
 

@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pytest
 
+from facegate.bundles import load_embedder
 from facegate.data.synthetic import synthetic_faces
 from facegate.errors import ModelError
-from facegate.models import create_embedder, list_models, load_embedder, register_model
+from facegate.models import create_embedder, list_models, register_model
 from facegate.models.base import Embedder
 
 pytestmark = pytest.mark.unit

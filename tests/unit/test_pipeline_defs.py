@@ -271,7 +271,7 @@ def test_proxied_mlflow_artifacts_map_to_their_object_store(monkeypatch: pytest.
 def test_holdout_pairs_are_all_pairs_or_a_fixed_sample(tmp_path: Path) -> None:
     import csv
 
-    from facegate.pipeline.steps import _all_pairs_csv, _pairsets
+    from facegate.pipeline.steps._common import _all_pairs_csv, _pairsets
 
     for ident in range(30):
         d = tmp_path / "held" / f"id{ident:02d}"

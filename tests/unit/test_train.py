@@ -125,7 +125,7 @@ def test_tiny_training_learns(tmp_path):
     assert meta["model"] == "iresnet18"
     assert meta["threshold"] is not None
     # The bundle works wherever a model is accepted.
-    from facegate.models import load_embedder
+    from facegate.bundles import load_embedder
 
     emb = load_embedder(res.bundle)
     assert emb.embedding_size == 64

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from facegate.bundles import load_embedder
 from facegate.data.pairs import PairSet
 from facegate.errors import FacegateError, ModelError
-from facegate.models.base import BUNDLE_FILE, Embedder, load_embedder
+from facegate.models.base import BUNDLE_FILE, Embedder
 from facegate.utils import atomic_write_text
 
 __all__ = ["FORMATS", "ExportGateError", "ExportReport", "export_model", "export_onnx", "load_faces", "parity"]

@@ -162,17 +162,15 @@ def load_embedder(name_or_path: str | Path) -> Embedder:
     file relative to the bundle, passed to the factory as ``weights``), ``"model_kwargs"`` (more factory
     arguments, such as ``embedding_size`` and ``width``), ``"threshold"`` and ``"version"``.
 
-    ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` name a bundle in the MLflow Model Registry; it is fetched
-    (once per version) and loaded like any other bundle.
+    ``models:/`` registry URIs are resolved one level up, by :func:`facegate.bundles.load_embedder`.
 
     Raises:
         ModelError: If neither a registered name nor a readable bundle.
     """
     text = str(name_or_path)
     if text.startswith("models:/"):
-        from facegate.registry.models import fetch_bundle  # MLflow only when a registry URI is used
-
-        text = str(fetch_bundle(text))
+        # Registry URIs need MLflow, which sits above this package: facegate.bundles resolves them.
+        raise ModelError(f"{text}: a registry URI; load it with facegate.bundles.load_embedder", code="registry_uri")
     path = Path(text)
     if path.is_dir():
         meta_path = path / BUNDLE_FILE

@@ -88,11 +88,12 @@ def group_report_step(
     Returns:
         ``{set: flat numbers}``.
     """
+    from facegate.bundles import load_embedder
     from facegate.evaluate.fairness_plots import groups_html, write_group_report
     from facegate.evaluate.runner import evaluate_pairs
     from facegate.faces.pipeline import aligner_from_settings, limits_from_settings
-    from facegate.models import load_embedder
-    from facegate.pipeline.steps import _html, _pairsets, _say, _settings
+    from facegate.pipeline.steps._common import _pairsets, _say, _settings
+    from facegate.pipeline.steps.evaluate import _html
     from facegate.registry.models import get_version
 
     if not group_labels:

@@ -504,7 +504,7 @@ def bundle_version(model: str | Path) -> str:
         version = json.loads(meta.read_text()).get("version")
         if version:
             return str(version)
-    from facegate.models import load_embedder
+    from facegate.bundles import load_embedder
 
     return load_embedder(text).version
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from facegate.bundles import load_embedder
 from facegate.config import Settings
 from facegate.data.imageio import SERVE_FORMATS, ImageLimits, PixelBudget, decode_image, decoded_pixels
 from facegate.errors import FaceError, FacegateError, ImageError
@@ -46,7 +47,7 @@ from facegate.faces.pipeline import (
     aligner_from_settings,
     limits_from_settings,
 )
-from facegate.models.base import Embedder, load_embedder
+from facegate.models.base import Embedder
 from facegate.serve import covariate_metrics
 from facegate.serve.batching import MicroBatcher
 from facegate.serve.gallery import Gallery, check_student_id

@@ -196,7 +196,7 @@ def _worker(
     """One local worker process: its own gallery connection, model and OpenCV thread budget."""
     import cv2
 
-    from facegate.models import load_embedder
+    from facegate.bundles import load_embedder
 
     cv2.setNumThreads(threads)  # N workers share the cores instead of each spawning a thread per core
     gallery = Gallery(url, KeyRing(keys))
@@ -226,7 +226,7 @@ def reindex(
     ring = keys or KeyRing.from_env()
     t0 = time.perf_counter()
     if workers <= 1:
-        from facegate.models import load_embedder
+        from facegate.bundles import load_embedder
 
         rep = reindex_shard(Gallery(url, ring), load_embedder(model), chunk=chunk, resume=resume)
         rep.seconds = time.perf_counter() - t0

@@ -15,8 +15,8 @@ __all__ = ["final_report", "run_training"]
 
 def final_report(bundle: Path, cfg: TrainConfig, out_dir: Path) -> Path | None:
     """Evaluate the trained bundle on the validation pairs and write metrics and plots to ``out_dir``."""
+    from facegate.bundles import load_embedder
     from facegate.evaluate.runner import evaluate_pairs, write_report
-    from facegate.models import load_embedder
     from facegate.train.data import build_val_pairs
 
     pairs = build_val_pairs(cfg)

@@ -190,7 +190,7 @@ class _Teacher:
     """A frozen embedder (e.g. SFace) whose embeddings of the training images are cached by (index, flip)."""
 
     def __init__(self, name: str) -> None:
-        from facegate.models import load_embedder
+        from facegate.bundles import load_embedder
 
         self.embedder = load_embedder(name)
         self.dim = self.embedder.embedding_size
