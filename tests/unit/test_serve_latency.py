@@ -1,0 +1,122 @@
+"""Latency parts that need no model: the micro-batcher waits only for requests on their way, and decision rows are
+committed before the answer (a killed process loses none) on a connection that goes back to the pool as durable as
+it came."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from facegate.models.base import Embedder
+from facegate.serve.batching import MicroBatcher
+from facegate.serve.decisions import DecisionLog
+from facegate.serve.gallery import Gallery, KeyRing
+
+pytestmark = pytest.mark.unit
+
+
+class _Counting(Embedder):
+    name, version, embedding_size = "fake", "fake-1", 4
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def _forward(self, faces: np.ndarray) -> np.ndarray:
+        self.batches.append(len(faces))
+        return np.ones((len(faces), 4), np.float32)
+
+
+def test_batcher_waits_only_for_requests_on_their_way():
+    emb = _Counting()
+    batcher = MicroBatcher(emb, max_batch=8, max_wait_s=600.0)  # a wait this long would hang the test (bounded)
+    face = np.zeros((1, 112, 112, 3), np.uint8)
+
+    async def lone() -> None:
+        await asyncio.wait_for(batcher.embed(face), 30)
+
+    async def announced() -> None:
+        async def late() -> np.ndarray:
+            with batcher.coming():
+                await asyncio.sleep(0.05)  # decoding and detecting, say
+            return await batcher.embed(face)
+
+        with batcher.coming():
+            first = asyncio.ensure_future(batcher.embed(face))
+            await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(first, late()), 30)
+
+    async def both() -> None:
+        await lone()
+        batcher.max_wait_s = 5.0
+        with batcher.coming():  # someone else is on the way: the batch waits for them
+            await announced()
+
+    asyncio.run(both())
+    batcher.close()
+    assert emb.batches[0] == 1  # the lone request did not wait 600 s for company
+    assert emb.batches[1:] == [2]  # the announced one joined the batch instead of going alone
+
+
+@pytest.fixture
+def gallery(tmp_path):  # type: ignore[no-untyped-def]
+    return Gallery(f"sqlite:///{tmp_path / 'g.db'}", KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate()}))
+
+
+def test_decisions_are_committed_before_write_returns_and_grouped(gallery):
+    log = DecisionLog(gallery, sync_interval_s=0.01)
+
+    async def many() -> None:
+        await asyncio.gather(
+            *(
+                log.write(kiosk="k", student_id=f"S{i}", decision="accept", score=0.9, model_version="v", reason="m")
+                for i in range(20)
+            )
+        )
+        # Read on another connection, while the writer still holds its own: every row is already committed.
+        with gallery.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit WHERE action='verify'")).scalar() == 20
+
+    asyncio.run(many())
+    log.close()
+    rows = gallery.audit(50)
+    assert {r["student_id"] for r in rows} == {f"S{i}" for i in range(20)}
+    assert all(r["detail"] == {"reason": "m"} and r["kiosk"] == "k" for r in rows)
+    # The writer's connection went back to the pool as durable as the others (synchronous=FULL is 2).
+    for _ in range(3):
+        with gallery.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def test_a_killed_server_process_loses_no_answered_decision(tmp_path):
+    keys = KeyRing.generate()
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, signal
+        from facegate.serve.decisions import DecisionLog
+        from facegate.serve.gallery import Gallery, KeyRing
+
+        log = DecisionLog(Gallery({url!r}, KeyRing.from_env({{"FACEGATE_GALLERY_KEYS": {keys!r}}})), sync_interval_s=60)
+
+        async def main():
+            for i in range(25):
+                await log.write(kiosk="k", student_id=f"S{{i}}", decision="accept", score=0.5, model_version="v",
+                                reason="m")
+                print(i, flush=True)  # "answered"
+            os.kill(os.getpid(), signal.SIGKILL)  # no close(), no sync: the process just dies
+
+        asyncio.run(main())
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    answered = len(proc.stdout.split())
+    assert answered == 25
+    gallery = Gallery(url, KeyRing.from_env({"FACEGATE_GALLERY_KEYS": keys}))
+    assert gallery.counts()["audit"] == answered
