@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -120,3 +121,30 @@ def test_a_killed_server_process_loses_no_answered_decision(tmp_path):
     assert answered == 25
     gallery = Gallery(url, KeyRing.from_env({"FACEGATE_GALLERY_KEYS": keys}))
     assert gallery.counts()["audit"] == answered
+
+
+def test_key_table_is_reread_in_the_background_before_it_expires(tmp_path, monkeypatch):
+    import types
+
+    from sqlalchemy import create_engine
+
+    import facegate.serve.auth as auth
+
+    now = [1000.0]
+    monkeypatch.setattr(auth, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    engine = create_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    replica, other = auth.ApiKeyStore(engine, cache_ttl_s=10, env={}), auth.ApiKeyStore(engine, env={})
+    assert replica.authenticate("fgk_nothing") is None  # loads the table at t=1000
+    key = other.create("kiosk-9")  # another replica issues a key: this one's copy does not have it yet
+    now[0] += 6  # past half the lifetime, not expired
+    reads: list[int] = []
+    real = replica._reload
+    monkeypatch.setattr(replica, "_reload", lambda: reads.append(1) or real())
+    assert replica.fresh()  # still answered from memory ...
+    for _ in range(500):  # ... while the table is re-read behind (bounded wait for the thread)
+        if not replica._refreshing.is_set():
+            break
+        threading.Event().wait(0.01)
+    assert reads == [1]
+    principal = replica.authenticate(key)
+    assert principal is not None and principal.name == "kiosk-9" and reads == [1]  # no read on the request's path
