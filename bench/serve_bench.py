@@ -1,15 +1,18 @@
 """End-to-end verifier benchmark: `facegate serve` as a real process on 127.0.0.1, driven over HTTP.
 
 1. **Latency**: one kiosk sends a 640x480 JPEG check-in photo again and again, as JSON (base64) and as the binary
-   tensor extension, each request alternating with the same pipeline called in-process (decode + detect + align +
-   embed + compare, no server): the peer, so the HTTP/in-process p50 ratio is measured in the same run on the same
-   (shared) machine. Beside each, the **stage breakdown** from the server's own stage timers
-   (``facegate_stage_seconds`` on its metrics port: mean ms per request of read body, parse, auth, decode, detect,
-   align, queue, embed, compare, audit, serialise, and the server's total).
-2. **Throughput**: 8 concurrent clients for ``--duration`` seconds, with micro-batching on (``max_batch`` 16) and off
-   (``max_batch`` 1) in two server runs; requests/s, errors and the server's RSS growth. With ``--baseline-src``
-   (the ``src`` folder of another checkout, e.g. ``git archive main src | tar -x -C /tmp/fg-main``), the same runs
-   against that code as well, so "before/after" is a ratio from one run.
+   tensor extension; each round also runs the same pipeline in-process (decode + detect + align + embed + compare,
+   no server), the peer, so the HTTP/in-process p50 ratio is measured in the same run on the same (shared) machine.
+   Beside it, the **stage breakdown** from the server's own stage timers (``facegate_stage_seconds`` on its metrics
+   port: mean ms per request of read body, parse, auth, decode, detect, align, queue, embed, compare, audit,
+   serialise, and the server's total).
+2. **Throughput**: 8 concurrent clients (one key each) for ``--duration`` seconds in all, in ``--slices`` turns;
+   requests/s, errors and the server's RSS.
+
+With ``--baseline-src`` (the ``src`` folder of another checkout, e.g. ``git archive main src | tar -x -C
+/tmp/fg-main``), a server running that code is started beside this one and every measurement alternates between
+the two (requests in turn; throughput in turns), so "before/after" is a ratio from one run even on a busy machine.
+``--unbatched`` adds a ``max_batch`` 1 server to the throughput turns.
 
 3. **Liveness cost** (when the MiniFASNet weights are in ../shared and torch is installed to convert them): the
    liveness check alone in-process (two 80x80 networks on the detected face, OpenVINO), and the server's p50/p99
@@ -18,7 +21,7 @@
 The model is an OpenVINO export of the SFace baseline (``--model`` takes any bundle). Prints one JSON object with
 the load average (``/proc/loadavg``) at each step.
 Usage: ``python bench/serve_bench.py [--duration 60] [--latency-requests 200] [--model BUNDLE] [--baseline-src DIR]
-[--liveness-only] [--no-liveness]``.
+[--unbatched] [--liveness-only] [--no-liveness]``.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ class Server:
             "FACEGATE_SERVE__MAX_BATCH": str(max_batch),
             "FACEGATE_SERVE__RATE_PER_MINUTE": "1000000",
             "FACEGATE_SERVE__RATE_BURST": "100000",
-            "FACEGATE_LOG_LEVEL": "WARNING",
+            "FACEGATE_LOG_LEVEL": "INFO",  # as served: the log lines are part of a request's cost
             "FACEGATE_SERVE__METRICS_PORT": str(self.metrics_port),
             **(extra_env or {}),
         }
@@ -189,46 +192,92 @@ def breakdown(before: dict[str, tuple[float, float]], after: dict[str, tuple[flo
     return ordered
 
 
-def latency_run(server: Server, key: str, photo: bytes, n: int, peer: Any, binary: bool = False) -> dict[str, Any]:
-    """p50/p99 over HTTP, each request followed by one in-process run of the peer; the server's stage means."""
+def latency_run(
+    servers: dict[str, tuple[Server, str]], photo: bytes, n: int, peer: Any, binary: bool = False
+) -> dict[str, Any]:
+    """p50/p99 over HTTP on each server, requests alternating between them and one in-process run of the peer.
+
+    Alternating makes the load of a shared machine fall on every server and on the peer alike, so the ratios hold
+    even when the absolute times swing. Each server's stage means come from its own timers over the same requests.
+    """
     if binary:
         content, extra = verify_request_binary(photo, "S1")
     else:
         content, extra = json.dumps(verify_request(photo, "S1")).encode(), {"Content-Type": "application/json"}
-    times, peer_times = [], []
-    with httpx.Client(headers={"Authorization": f"Bearer {key}", **extra}, timeout=30) as client:
-        before: dict[str, tuple[float, float]] = {}
-        for i in range(n + 10):
-            if i == 10:  # warm-up excluded
-                before = server.stages()
+    clients = {
+        label: httpx.Client(headers={"Authorization": f"Bearer {key}", **extra}, timeout=30)
+        for label, (_, key) in servers.items()
+    }
+    times: dict[str, list[float]] = {label: [] for label in servers}
+    peer_times: list[float] = []
+    before: dict[str, dict[str, tuple[float, float]]] = {}
+    for i in range(n + 10):
+        if i == 10:  # warm-up excluded
+            before = {label: server.stages() for label, (server, _) in servers.items()}
+        order = list(servers) if i % 2 == 0 else list(reversed(servers))
+        for label in order:
             t0 = time.perf_counter()
-            r = client.post(server.url + "/v2/models/verifier/infer", content=content)
+            r = clients[label].post(servers[label][0].url + "/v2/models/verifier/infer", content=content)
             dt = time.perf_counter() - t0
             r.raise_for_status()
             decision = outputs(r.json())["decision"]
             if decision != "accept":
-                sys.exit(f"unexpected decision {decision!r} for the enrolled person")
-            pt = peer()
+                sys.exit(f"unexpected decision {decision!r} from {label} for the enrolled person")
             if i >= 10:
-                times.append(dt * 1000)
-                peer_times.append(pt * 1000)
-        stages = breakdown(before, server.stages(), n)
-    total = stages.pop("total", None)
-    q = statistics.quantiles(times, n=100)
-    http_p50, peer_p50 = statistics.median(times), statistics.median(peer_times)
-    return {
+                times[label].append(dt * 1000)
+        pt = peer()
+        if i >= 10:
+            peer_times.append(pt * 1000)
+    for c in clients.values():
+        c.close()
+    peer_p50 = statistics.median(peer_times)
+    out: dict[str, Any] = {
         "encoding": "binary tensor extension" if binary else "JSON (base64 image)",
         "body_bytes": len(content),
-        "p50_ms": round(http_p50, 2),
-        "p99_ms": round(q[98], 2),
+        "n": n,
         "in_process_peer_p50_ms": round(peer_p50, 2),
-        "http_over_in_process_p50": round(http_p50 / peer_p50, 3),
-        "n": len(times),
-        "server_stage_mean_ms": stages,
-        "server_total_mean_ms": total,
-        "server_stages_sum_ms": round(sum(stages.values()), 3),
         "loadavg": loadavg(),
     }
+    for label, (server, _) in servers.items():
+        stages = breakdown(before[label], server.stages(), n)
+        total = stages.pop("total", None)
+        ts = times[label]
+        out[label] = {
+            "p50_ms": round(statistics.median(ts), 2),
+            "p99_ms": round(statistics.quantiles(ts, n=100)[98], 2),
+            "http_over_in_process_p50": round(statistics.median(ts) / peer_p50, 3),
+            "server_stage_mean_ms": stages,
+            "server_total_mean_ms": total,
+            "server_stages_sum_ms": round(sum(stages.values()), 3),
+        }
+    return out
+
+
+def throughput_interleaved(
+    servers: dict[str, tuple[Server, list[str]]], photo: bytes, clients: int, duration: float, slices: int
+) -> dict[str, Any]:
+    """``clients`` concurrent kiosks on each server in turn, ``slices`` turns of ``duration / slices`` seconds each."""
+    parts: dict[str, list[dict[str, Any]]] = {label: [] for label in servers}
+    for i in range(slices):
+        order = list(servers) if i % 2 == 0 else list(reversed(servers))
+        for label in order:
+            server, keys = servers[label]
+            parts[label].append(throughput_run(server, keys, photo, clients, duration / slices))
+    out: dict[str, Any] = {"clients": clients, "slices": slices, "loadavg": loadavg()}
+    for label, runs in parts.items():
+        seconds = sum(r["seconds"] for r in runs)
+        samples = [x for r in runs for x in r["server_rss_mib_samples"]]
+        out[label] = {
+            "seconds": round(seconds, 1),
+            "requests": sum(r["requests"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "requests_per_s": round(sum(r["requests"] for r in runs) / seconds, 2),
+            "server_rss_mib_start": runs[0]["server_rss_mib_start"],
+            "server_rss_mib_end": runs[-1]["server_rss_mib_end"],
+            "server_rss_growth_second_half_mib": round(samples[-1] - samples[len(samples) // 2 - 1], 1),
+            "server_rss_mib_samples": samples,
+        }
+    return out
 
 
 def throughput_run(server: Server, keys: list[str], photo: bytes, clients: int, duration: float) -> dict[str, Any]:
@@ -370,24 +419,33 @@ def liveness_cost(model: str, tmp: Path, photo: bytes, enrol: list[Path], n: int
 
 
 def server_runs(
-    model: str, tmp: Path, enrol: list[Path], photo: bytes, args: argparse.Namespace, peer: Any, src: str | None
+    model: str, tmp: Path, enrol: list[Path], photo: bytes, args: argparse.Namespace, peer: Any
 ) -> dict[str, Any]:
-    """Latency (JSON and binary, beside the peer) on the batched server, then throughput batched and unbatched."""
-    runs: dict[str, Any] = {}
-    for label, max_batch in (("batched", 16), ("unbatched", 1)):
-        server = Server(model, tmp / label, max_batch, src=src)
-        try:
-            keys = enroll_and_key(server, enrol, args.clients)  # one kiosk, one key
-            run: dict[str, Any] = {"max_batch": max_batch}
-            if label == "batched":
-                run["latency_json"] = latency_run(server, keys[0], photo, args.latency_requests, peer)
-                run["latency_binary"] = latency_run(server, keys[0], photo, args.latency_requests, peer, binary=True)
-            run["throughput"] = throughput_run(server, keys, photo, args.clients, args.duration)
-            run["throughput"]["loadavg"] = loadavg()
-            runs[label] = run
-        finally:
+    """This code's server (and the baseline's, when given) side by side: latency JSON and binary, then throughput."""
+    variants: dict[str, tuple[int, str | None]] = {"this": (args.max_batch, None)}
+    if args.baseline_src:
+        variants["baseline"] = (args.max_batch, args.baseline_src)
+    if args.unbatched:
+        variants["this_unbatched"] = (1, None)
+    servers = {label: Server(model, tmp / label, mb, src=src) for label, (mb, src) in variants.items()}
+    try:
+        keys = {label: enroll_and_key(server, enrol, args.clients) for label, server in servers.items()}
+        first = {label: (servers[label], keys[label][0]) for label in servers if label != "this_unbatched"}
+        return {
+            "max_batch": args.max_batch,
+            "latency_json": latency_run(first, photo, args.latency_requests, peer),
+            "latency_binary": latency_run(first, photo, args.latency_requests, peer, binary=True),
+            "throughput": throughput_interleaved(
+                {label: (servers[label], keys[label]) for label in servers},
+                photo,
+                args.clients,
+                args.duration,
+                args.slices,
+            ),
+        }
+    finally:
+        for server in servers.values():
             server.stop()
-    return runs
 
 
 def bench_inputs() -> tuple[Path, list[Path], bytes]:
@@ -417,6 +475,9 @@ def main() -> None:
     ap.add_argument("--baseline-src", default=None, help="src folder of the code to compare with (same run)")
     ap.add_argument("--liveness-only", action="store_true", help="only the liveness cost (3.), not 1. and 2.")
     ap.add_argument("--no-liveness", action="store_true", help="skip the liveness cost (3.)")
+    ap.add_argument("--max-batch", type=int, default=16, help="serve.max_batch of the servers compared")
+    ap.add_argument("--unbatched", action="store_true", help="also a max_batch 1 server in the throughput runs")
+    ap.add_argument("--slices", type=int, default=4, help="turns per server in the throughput run (interleaved)")
     args = ap.parse_args()
 
     photos, enrol, photo = bench_inputs()
@@ -432,24 +493,27 @@ def main() -> None:
             print(json.dumps(result, indent=2))
             return
         peer = in_process_peer(model, photo, enrol)
-        result["runs"] = runs = server_runs(model, Path(tmp) / "this", enrol, photo, args, peer, None)
-        lat, thr = runs["batched"], runs["batched"]["throughput"]
-        result["ratios"] = {
-            "json_http_over_in_process_p50": lat["latency_json"]["http_over_in_process_p50"],
-            "binary_http_over_in_process_p50": lat["latency_binary"]["http_over_in_process_p50"],
-            "batched_over_unbatched_throughput": round(
-                thr["requests_per_s"] / runs["unbatched"]["throughput"]["requests_per_s"], 2
-            ),
+        result["runs"] = runs = server_runs(model, Path(tmp), enrol, photo, args, peer)
+        thr = runs["throughput"]
+        ratios: dict[str, float] = {
+            "json_http_over_in_process_p50": runs["latency_json"]["this"]["http_over_in_process_p50"],
+            "binary_http_over_in_process_p50": runs["latency_binary"]["this"]["http_over_in_process_p50"],
         }
         if args.baseline_src:
-            base = server_runs(model, Path(tmp) / "baseline", enrol, photo, args, peer, args.baseline_src)
-            result["baseline"] = {"src": args.baseline_src, "runs": base}
-            result["ratios"]["batched_throughput_over_baseline"] = round(
-                thr["requests_per_s"] / base["batched"]["throughput"]["requests_per_s"], 2
+            ratios["baseline_json_http_over_in_process_p50"] = runs["latency_json"]["baseline"][
+                "http_over_in_process_p50"
+            ]
+            ratios["json_p50_baseline_over_this"] = round(
+                runs["latency_json"]["baseline"]["p50_ms"] / runs["latency_json"]["this"]["p50_ms"], 2
             )
-            result["ratios"]["json_p50_baseline_over_this"] = round(
-                base["batched"]["latency_json"]["p50_ms"] / lat["latency_json"]["p50_ms"], 2
+            ratios["throughput_this_over_baseline"] = round(
+                thr["this"]["requests_per_s"] / thr["baseline"]["requests_per_s"], 2
             )
+        if args.unbatched:
+            ratios["batched_over_unbatched_throughput"] = round(
+                thr["this"]["requests_per_s"] / thr["this_unbatched"]["requests_per_s"], 2
+            )
+        result["ratios"] = ratios
         result["loadavg_at_end"] = loadavg()
     print(json.dumps(result, indent=2))
 

@@ -6,8 +6,11 @@ facegate never logs an image, an embedding, an API key or an encryption key (stu
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -34,10 +37,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def configure_json_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Route every logger (facegate, KServe, uvicorn) and Python warnings through one JSON handler on stderr."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+class _HandOff(logging.handlers.QueueHandler):
+    """A queue handler that leaves the formatting to the listener's thread (records stay in this process)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The record as it is: the JSON formatting and the write happen on the listener's thread."""
+        return record
+
+
+def configure_json_logging(level: str = "INFO", stream: Any = None, *, queued: bool = False) -> None:
+    """Route every logger (facegate, KServe, uvicorn) and Python warnings through one JSON handler on stderr.
+
+    Args:
+        level: Root log level.
+        stream: Where lines go (stderr by default).
+        queued: Format and write on a background thread (the server: a request's log lines then cost it a queue
+            put, not JSON encoding and a write to a pipe that may be slow to drain). Lines still queued are written
+            at exit; a killed process may lose its last lines (never an audit row: those are in the database).
+    """
+    handler: logging.Handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    if queued:
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
+        listener.start()
+        atexit.register(listener.stop)
+        handler = _HandOff(records)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -148,3 +148,38 @@ def test_key_table_is_reread_in_the_background_before_it_expires(tmp_path, monke
     assert reads == [1]
     principal = replica.authenticate(key)
     assert principal is not None and principal.name == "kiosk-9" and reads == [1]  # no read on the request's path
+
+
+def test_queued_json_logs_are_formatted_and_written_off_the_calling_thread():
+    import json
+    import logging
+
+    from facegate.logs import configure_json_logging
+
+    class Sink:
+        def __init__(self) -> None:
+            self.lines: list[tuple[int, str]] = []
+
+        def write(self, text: str) -> None:
+            self.lines.append((threading.get_ident(), text))
+
+        def flush(self) -> None:
+            pass
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    sink = Sink()
+    try:
+        configure_json_logging("INFO", sink, queued=True)
+        logging.getLogger("facegate.access").info("request", extra={"fields": {"status": 200, "ms": 1.5}})
+        for _ in range(500):  # bounded wait for the listener thread
+            if any(t.strip() for _, t in sink.lines):
+                break
+            threading.Event().wait(0.01)
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    written = [(tid, t) for tid, t in sink.lines if t.strip()]
+    assert len(written) == 1 and written[0][0] != threading.get_ident()
+    line = json.loads(written[0][1])
+    assert (line["msg"], line["status"], line["ms"], line["logger"]) == ("request", 200, 1.5, "facegate.access")
