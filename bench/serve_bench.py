@@ -91,6 +91,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stage_sums(metrics_port: int) -> dict[str, tuple[float, float]]:
+    """``{stage: (sum_seconds, count)}`` of a server's ``facegate_stage_seconds`` histogram, now."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    out: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for suffix, i in (("_sum{", 0), ("_count{", 1)):
+            if line.startswith("facegate_stage_seconds" + suffix):
+                stage = line.split('stage="')[1].split('"')[0]
+                out.setdefault(stage, [0.0, 0.0])[i] += float(line.rsplit(" ", 1)[1])
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -145,14 +157,7 @@ class Server:
 
     def stages(self) -> dict[str, tuple[float, float]]:
         """``{stage: (sum_seconds, count)}`` of the server's ``facegate_stage_seconds`` histogram, now."""
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
-        out: dict[str, list[float]] = {}
-        for line in text.splitlines():
-            for suffix, i in (("_sum{", 0), ("_count{", 1)):
-                if line.startswith("facegate_stage_seconds" + suffix):
-                    stage = line.split('stage="')[1].split('"')[0]
-                    out.setdefault(stage, [0.0, 0.0])[i] += float(line.rsplit(" ", 1)[1])
-        return {k: (v[0], v[1]) for k, v in out.items()}
+        return stage_sums(self.metrics_port)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in 30 s."""

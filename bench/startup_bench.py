@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 from _common import machine
-from serve_bench import bench_inputs, free_port, loadavg, served_model
+from serve_bench import bench_inputs, breakdown, free_port, loadavg, served_model, stage_sums
 
 from facegate.serve.client import outputs, verify_request
 
@@ -52,13 +52,13 @@ def prepare_home(home: Path, model: str, enrol: list[Path], keys: str) -> str:
 
 def one_round(model: str, home: Path, keys: str, key: str, photo: bytes, warmup: bool, n: int) -> dict[str, Any]:
     """Start a server, time it to ready, then its first check-in and the next ``n``; stop it."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "FACEGATE_HOME": str(home),
         "FACEGATE_GALLERY_KEYS": keys,
         "FACEGATE_LOG_LEVEL": "WARNING",
-        "FACEGATE_SERVE__METRICS_PORT": str(free_port()),
+        "FACEGATE_SERVE__METRICS_PORT": str(metrics_port),
         "FACEGATE_SERVE__WARMUP": "true" if warmup else "false",
         "FACEGATE_SERVE__RATE_PER_MINUTE": "1000000",
         "FACEGATE_SERVE__RATE_BURST": "100000",
@@ -83,19 +83,25 @@ def one_round(model: str, home: Path, keys: str, key: str, photo: bytes, warmup:
         body = verify_request(photo, "S1")
         times = []
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
-            for _ in range(n + 1):
+            scrapes = [stage_sums(metrics_port)]
+            for i in range(n + 1):
                 t1 = time.perf_counter()
                 r = client.post(url + "/v2/models/verifier/infer", json=body)
                 times.append((time.perf_counter() - t1) * 1000)
                 r.raise_for_status()
                 if outputs(r.json())["decision"] != "accept":
                     sys.exit(f"unexpected answer {outputs(r.json())}")
+                if i == 0:
+                    scrapes.append(stage_sums(metrics_port))
+            scrapes.append(stage_sums(metrics_port))
         p50 = statistics.median(times[1:])
         return {
             "ready_s": round(ready_s, 3),
             "first_ms": round(times[0], 2),
             "p50_ms": round(p50, 2),
             "first_over_p50": round(times[0] / p50, 2),
+            "first_stage_ms": breakdown(scrapes[0], scrapes[1], 1),  # where the first request's time went
+            "later_stage_mean_ms": breakdown(scrapes[1], scrapes[2], n),
             "loadavg": loadavg(),
         }
     finally:

@@ -172,14 +172,19 @@ def test_queued_json_logs_are_formatted_and_written_off_the_calling_thread():
     try:
         configure_json_logging("INFO", sink, queued=True)
         logging.getLogger("facegate.access").info("request", extra={"fields": {"status": 200, "ms": 1.5}})
-        for _ in range(500):  # bounded wait for the listener thread
+        for _ in range(500):  # bounded wait for the writer thread
             if any(t.strip() for _, t in sink.lines):
                 break
             threading.Event().wait(0.01)
+        queued = [(tid, t) for tid, t in sink.lines if t.strip()]
+        # A line from elsewhere (uvicorn's last words before it re-raises SIGTERM) is written at once, in order.
+        logging.getLogger("facegate.access").info("second", extra={"fields": {"status": 200}})
+        logging.getLogger("uvicorn.error").info("Finished server process")
+        lines = [json.loads(t)["msg"] for _, t in sink.lines if t.strip()]
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
-    written = [(tid, t) for tid, t in sink.lines if t.strip()]
-    assert len(written) == 1 and written[0][0] != threading.get_ident()
-    line = json.loads(written[0][1])
+    assert len(queued) == 1 and queued[0][0] != threading.get_ident()
+    line = json.loads(queued[0][1])
     assert (line["msg"], line["status"], line["ms"], line["logger"]) == ("request", 200, 1.5, "facegate.access")
+    assert lines == ["request", "second", "Finished server process"]

@@ -56,7 +56,7 @@ class DecisionLog:
         self._sqlite = self.engine.dialect.name == "sqlite"
         database = self.engine.url.database or ""
         self._wal = f"{database}-wal" if self._sqlite and database not in ("", ":memory:") else None
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | threading.Event | None] = queue.SimpleQueue()
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._conn: Any = None
@@ -84,6 +84,12 @@ class DecisionLog:
         self._queue.put(pending)
         await pending.future
 
+    def warm(self, timeout_s: float = 30.0) -> None:
+        """Open the writer's connection and run one insert, rolled back (the warm-up: nothing is recorded)."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout_s)
+
     def close(self) -> None:
         """Write what is queued, sync it to disk, and stop the threads."""
         self._stopping.set()
@@ -97,6 +103,9 @@ class DecisionLog:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
+            if isinstance(first, threading.Event):
+                self._warm(first)
+                continue
             batch = [first] if first is not None else []
             while True:  # everything queued meanwhile goes into the same transaction
                 try:
@@ -105,6 +114,8 @@ class DecisionLog:
                     break
                 if item is None:
                     first = None
+                elif isinstance(item, threading.Event):
+                    self._warm(item)
                 else:
                     batch.append(item)
             if batch:
@@ -127,6 +138,21 @@ class DecisionLog:
             self._release(broken=True)
         for p in batch:
             p.loop.call_soon_threadsafe(_settle, p.future, error)
+
+    def _warm(self, done: threading.Event) -> None:
+        row = {"action": "verify", "kiosk": "warm-up", "student_id": "warm-up", "decision": "retry"}
+        try:
+            conn = self._connection()
+            tx = conn.begin()
+            try:
+                conn.execute(insert(AuditEntry.__table__), [row])  # type: ignore[arg-type]
+            finally:
+                tx.rollback()
+        except Exception:  # a warm-up failure is not fatal: the first real write reports a database that is down
+            log.warning("audit writer warm-up failed", exc_info=True)
+            self._release(broken=True)
+        finally:
+            done.set()
 
     def _connection(self) -> Any:
         if self._conn is None:

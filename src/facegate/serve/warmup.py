@@ -63,6 +63,8 @@ def _database(runtime: Runtime) -> None:
     from facegate.serve.gallery import AuditEntry
 
     runtime.gallery.template("facegate-warm-up", runtime.embedder.version)  # a read: harmless whoever has the id
+    if runtime.decisions is not None:
+        runtime.decisions.warm()  # the writer's own connection and statement
     with Session(runtime.gallery.engine) as session:
         session.add(AuditEntry(action="verify", kiosk="warm-up", student_id="facegate-warm-up", decision="retry"))
         session.flush()
