@@ -52,6 +52,9 @@ class DecisionLog:
 
     def __init__(self, gallery: Gallery, *, sync_interval_s: float = 0.2) -> None:
         self.engine = gallery.engine
+        # The gallery's clock where it has one (main's retention work adds ``Gallery.clock``), so rows are stamped
+        # as record_decision stamps them; else the column's default.
+        self._clock = getattr(gallery, "clock", None)
         self.sync_interval_s = sync_interval_s
         self._sqlite = self.engine.dialect.name == "sqlite"
         database = self.engine.url.database or ""
@@ -80,6 +83,8 @@ class DecisionLog:
             "model_version": model_version,
             "detail": {"reason": reason} if reason else None,
         }
+        if self._clock is not None:
+            row["at"] = self._clock()
         pending = _Pending(row, loop.create_future(), loop)
         self._queue.put(pending)
         await pending.future
