@@ -98,6 +98,7 @@ def test_warm_up_runs_on_every_preprocess_thread_and_records_nothing(tmp_path, m
     create_app(settings, runtime, keys)  # type: ignore[arg-type]  # loads the models: the warm-up runs here
     assert len(threads) == 3 and threading.get_ident() not in threads
     assert runtime.gallery.counts() == before  # the rolled-back audit insert left no row
+    assert keys.fresh()  # the key table was read before readiness: the first kiosk does not wait for it
     runtime.close()
 
     threads.clear()

@@ -589,6 +589,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     owned = runtime is None
     rt = runtime or build_runtime(settings)
     store = keys or ApiKeyStore(rt.gallery.engine)
+    store.preload()  # the first kiosk must not wait for the key table's first read
     repo = ModelRepository()
     for model in (VerifierModel(settings.serve.model_name, rt), EmbedModel("embed", rt)):
         model.load()

@@ -150,6 +150,10 @@ class ApiKeyStore:
                 for r in session.scalars(select(ApiKey).order_by(ApiKey.name))
             ]
 
+    def preload(self) -> None:
+        """Read the key table now (before readiness), so the first request does not wait for that read."""
+        self._snapshot()
+
     def fresh(self) -> bool:
         """Whether :meth:`authenticate` can answer from memory right now (no database read due).
 

@@ -145,7 +145,11 @@ class DecisionLog:
             p.loop.call_soon_threadsafe(_settle, p.future, error)
 
     def _warm(self, done: threading.Event) -> None:
-        row = {"action": "verify", "kiosk": "warm-up", "student_id": "warm-up", "decision": "retry"}
+        # The same columns as a real row: SQLAlchemy compiles one statement per set of columns.
+        row = {"action": "verify", "kiosk": "warm-up", "student_id": "warm-up", "decision": "retry", "score": None,
+               "model_version": "warm-up", "detail": None}  # fmt: skip
+        if self._clock is not None:
+            row["at"] = self._clock()
         try:
             conn = self._connection()
             tx = conn.begin()
