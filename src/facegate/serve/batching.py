@@ -81,6 +81,10 @@ class MicroBatcher:
         await self._queue.put(item)
         return await item.future
 
+    def warm(self, faces: np.ndarray) -> None:
+        """Run one forward pass on the batcher's own thread (the warm-up: a runtime may set up per calling thread)."""
+        self._executor.submit(self._forward, faces).result()
+
     def close(self) -> None:
         """Stop the worker task and thread; callers still waiting get an error instead of hanging."""
         if self._task is not None:
