@@ -1,17 +1,27 @@
 """End-to-end verifier benchmark: `facegate serve` as a real process on 127.0.0.1, driven over HTTP.
 
-1. **Latency**: one kiosk sends a 640x480 JPEG check-in photo again and again; p50/p99 of the whole round trip
-   (HTTP, auth, decode, detect, align, embed, compare, audit write), beside the same pipeline called in-process
-   (decode + align + embed + compare, no server) as the peer.
-2. **Throughput**: 8 concurrent clients for ``--duration`` seconds, with micro-batching on (``max_batch`` 16) and off
-   (``max_batch`` 1) in two server runs; requests/s, errors and the server's RSS growth.
+1. **Latency**: one kiosk sends a 640x480 JPEG check-in photo again and again, as JSON (base64) and as the binary
+   tensor extension; each round also runs the same pipeline in-process (decode + detect + align + embed + compare,
+   no server), the peer, so the HTTP/in-process p50 ratio is measured in the same run on the same (shared) machine.
+   Beside it, the **stage breakdown** from the server's own stage timers (``facegate_stage_seconds`` on its metrics
+   port: mean ms per request of read body, parse, auth, decode, detect, align, queue, embed, compare, audit,
+   serialise, and the server's total).
+2. **Throughput**: 8 concurrent clients (one key each) for ``--duration`` seconds in all, in ``--slices`` turns;
+   requests/s, errors and the server's RSS.
+
+With ``--baseline-src`` (the ``src`` folder of another checkout, e.g. ``git archive main src | tar -x -C
+/tmp/fg-main``), a server running that code is started beside this one and every measurement alternates between
+the two (requests in turn; throughput in turns), so "before/after" is a ratio from one run even on a busy machine.
+``--unbatched`` adds a ``max_batch`` 1 server to the throughput turns.
 
 3. **Liveness cost** (when the MiniFASNet weights are in ../shared and torch is installed to convert them): the
    liveness check alone in-process (two 80x80 networks on the detected face, OpenVINO), and the server's p50/p99
    with ``serve.liveness`` off and on, so the cost per request is measured end to end as well.
 
-The model is an OpenVINO export of the SFace baseline (``--model`` takes any bundle). Prints one JSON object.
-Usage: ``python bench/serve_bench.py [--duration 60] [--latency-requests 200] [--model BUNDLE] [--liveness-only]``.
+The model is an OpenVINO export of the SFace baseline (``--model`` takes any bundle). Prints one JSON object with
+the load average (``/proc/loadavg``) at each step.
+Usage: ``python bench/serve_bench.py [--duration 60] [--latency-requests 200] [--model BUNDLE] [--baseline-src DIR]
+[--unbatched] [--liveness-only] [--no-liveness]``.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ import numpy as np
 from _common import SHARED, machine, require
 from PIL import Image
 
-from facegate.serve.client import outputs, verify_request
+from facegate.serve.client import outputs, verify_request, verify_request_binary
 
 ADMIN = secrets.token_urlsafe(24)  # made up per run, held in memory only
 
@@ -70,6 +80,29 @@ def camera_photo(src: Path) -> bytes:
     return buf.getvalue()
 
 
+def loadavg() -> list[float]:
+    """The 1, 5 and 15-minute load averages (the machine is shared: every absolute figure goes with these)."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stage_sums(metrics_port: int) -> dict[str, tuple[float, float]]:
+    """``{stage: (sum_seconds, count)}`` of a server's ``facegate_stage_seconds`` histogram, now."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    out: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for suffix, i in (("_sum{", 0), ("_count{", 1)):
+            if line.startswith("facegate_stage_seconds" + suffix):
+                stage = line.split('stage="')[1].split('"')[0]
+                out.setdefault(stage, [0.0, 0.0])[i] += float(line.rsplit(" ", 1)[1])
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -80,10 +113,15 @@ def rss_kib(pid: int) -> int:
 class Server:
     """A `facegate serve` process this benchmark starts and stops (by its own pid)."""
 
-    def __init__(self, model: str, home: Path, max_batch: int, extra_env: dict[str, str] | None = None) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+    def __init__(
+        self,
+        model: str,
+        home: Path,
+        max_batch: int,
+        extra_env: dict[str, str] | None = None,
+        src: str | None = None,
+    ) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
         from facegate.serve.gallery import KeyRing
 
         env = {
@@ -94,10 +132,12 @@ class Server:
             "FACEGATE_SERVE__MAX_BATCH": str(max_batch),
             "FACEGATE_SERVE__RATE_PER_MINUTE": "1000000",
             "FACEGATE_SERVE__RATE_BURST": "100000",
-            "FACEGATE_LOG_LEVEL": "WARNING",
-            "FACEGATE_SERVE__METRICS_PORT": "0",
+            "FACEGATE_LOG_LEVEL": "INFO",  # as served: the log lines are part of a request's cost
+            "FACEGATE_SERVE__METRICS_PORT": str(self.metrics_port),
             **(extra_env or {}),
         }
+        if src:  # another checkout's code (the baseline) ahead of this one's on the path
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", "facegate", "serve", "--model", model, "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -115,6 +155,10 @@ class Server:
                 sys.exit("the server did not become ready in 120 s")
             time.sleep(0.3)
 
+    def stages(self) -> dict[str, tuple[float, float]]:
+        """``{stage: (sum_seconds, count)}`` of the server's ``facegate_stage_seconds`` histogram, now."""
+        return stage_sums(self.metrics_port)
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in 30 s."""
         if self.proc.poll() is None:
@@ -126,40 +170,129 @@ class Server:
                 self.proc.wait(10)
 
 
-def enroll_and_key(server: Server, photos: list[Path]) -> str:
+def enroll_and_key(server: Server, photos: list[Path], kiosks: int = 1) -> list[str]:
+    """Enroll S1 and create one key per kiosk (a key may have only ``serve.max_inflight_per_key`` requests open)."""
     admin = {"Authorization": f"Bearer {ADMIN}"}
     body = {"photos": [base64.b64encode(p.read_bytes()).decode() for p in photos]}
     r = httpx.put(server.url + "/admin/v1/students/S1", json=body, headers=admin, timeout=60)
     r.raise_for_status()
-    return str(httpx.post(server.url + "/admin/v1/keys/kiosk", headers=admin).json()["key"])
+    return [
+        str(httpx.post(server.url + f"/admin/v1/keys/kiosk-{i}", headers=admin).json()["key"]) for i in range(kiosks)
+    ]
 
 
-def latency_run(server: Server, key: str, photo: bytes, n: int) -> dict[str, float]:
-    body = verify_request(photo, "S1")
-    times = []
-    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
-        for i in range(n + 10):
+ORDER = ("read_body", "parse", "auth", "decode", "detect", "align", "liveness", "queue", "embed", "compare",
+         "audit", "serialise")  # fmt: skip
+
+
+def breakdown(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], n: int) -> dict[str, Any]:
+    """Mean ms per request of each stage between two scrapes (``n`` requests), in pipeline order, and the rest."""
+    per = {}
+    for stage, (total, _count) in after.items():
+        delta = total - before.get(stage, (0.0, 0.0))[0]
+        if delta > 0:
+            per[stage] = round(delta * 1000 / n, 3)
+    ordered = {k: per[k] for k in ORDER if k in per}
+    ordered.update({k: v for k, v in per.items() if k not in ordered})
+    return ordered
+
+
+def latency_run(
+    servers: dict[str, tuple[Server, str]], photo: bytes, n: int, peer: Any, binary: bool = False
+) -> dict[str, Any]:
+    """p50/p99 over HTTP on each server, requests alternating between them and one in-process run of the peer.
+
+    Alternating makes the load of a shared machine fall on every server and on the peer alike, so the ratios hold
+    even when the absolute times swing. Each server's stage means come from its own timers over the same requests.
+    """
+    if binary:
+        content, extra = verify_request_binary(photo, "S1")
+    else:
+        content, extra = json.dumps(verify_request(photo, "S1")).encode(), {"Content-Type": "application/json"}
+    clients = {
+        label: httpx.Client(headers={"Authorization": f"Bearer {key}", **extra}, timeout=30)
+        for label, (_, key) in servers.items()
+    }
+    times: dict[str, list[float]] = {label: [] for label in servers}
+    peer_times: list[float] = []
+    before: dict[str, dict[str, tuple[float, float]]] = {}
+    for i in range(n + 10):
+        if i == 10:  # warm-up excluded
+            before = {label: server.stages() for label, (server, _) in servers.items()}
+        order = list(servers) if i % 2 == 0 else list(reversed(servers))
+        for label in order:
             t0 = time.perf_counter()
-            r = client.post(server.url + "/v2/models/verifier/infer", json=body)
+            r = clients[label].post(servers[label][0].url + "/v2/models/verifier/infer", content=content)
             dt = time.perf_counter() - t0
             r.raise_for_status()
             decision = outputs(r.json())["decision"]
             if decision != "accept":
-                sys.exit(f"unexpected decision {decision!r} for the enrolled person")
-            if i >= 10:  # warm-up excluded
-                times.append(dt * 1000)
-    q = statistics.quantiles(times, n=100)
-    return {"p50_ms": round(statistics.median(times), 2), "p99_ms": round(q[98], 2), "n": len(times)}
+                sys.exit(f"unexpected decision {decision!r} from {label} for the enrolled person")
+            if i >= 10:
+                times[label].append(dt * 1000)
+        pt = peer()
+        if i >= 10:
+            peer_times.append(pt * 1000)
+    for c in clients.values():
+        c.close()
+    peer_p50 = statistics.median(peer_times)
+    out: dict[str, Any] = {
+        "encoding": "binary tensor extension" if binary else "JSON (base64 image)",
+        "body_bytes": len(content),
+        "n": n,
+        "in_process_peer_p50_ms": round(peer_p50, 2),
+        "loadavg": loadavg(),
+    }
+    for label, (server, _) in servers.items():
+        stages = breakdown(before[label], server.stages(), n)
+        total = stages.pop("total", None)
+        ts = times[label]
+        out[label] = {
+            "p50_ms": round(statistics.median(ts), 2),
+            "p99_ms": round(statistics.quantiles(ts, n=100)[98], 2),
+            "http_over_in_process_p50": round(statistics.median(ts) / peer_p50, 3),
+            "server_stage_mean_ms": stages,
+            "server_total_mean_ms": total,
+            "server_stages_sum_ms": round(sum(stages.values()), 3),
+        }
+    return out
 
 
-def throughput_run(server: Server, key: str, photo: bytes, clients: int, duration: float) -> dict[str, Any]:
+def throughput_interleaved(
+    servers: dict[str, tuple[Server, list[str]]], photo: bytes, clients: int, duration: float, slices: int
+) -> dict[str, Any]:
+    """``clients`` concurrent kiosks on each server in turn, ``slices`` turns of ``duration / slices`` seconds each."""
+    parts: dict[str, list[dict[str, Any]]] = {label: [] for label in servers}
+    for i in range(slices):
+        order = list(servers) if i % 2 == 0 else list(reversed(servers))
+        for label in order:
+            server, keys = servers[label]
+            parts[label].append(throughput_run(server, keys, photo, clients, duration / slices))
+    out: dict[str, Any] = {"clients": clients, "slices": slices, "loadavg": loadavg()}
+    for label, runs in parts.items():
+        seconds = sum(r["seconds"] for r in runs)
+        samples = [x for r in runs for x in r["server_rss_mib_samples"]]
+        out[label] = {
+            "seconds": round(seconds, 1),
+            "requests": sum(r["requests"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "requests_per_s": round(sum(r["requests"] for r in runs) / seconds, 2),
+            "server_rss_mib_start": runs[0]["server_rss_mib_start"],
+            "server_rss_mib_end": runs[-1]["server_rss_mib_end"],
+            "server_rss_growth_second_half_mib": round(samples[-1] - samples[len(samples) // 2 - 1], 1),
+            "server_rss_mib_samples": samples,
+        }
+    return out
+
+
+def throughput_run(server: Server, keys: list[str], photo: bytes, clients: int, duration: float) -> dict[str, Any]:
     body = verify_request(photo, "S1")
     counts, errors, ended = [0] * clients, [0] * clients, [0.0] * clients
     stop_at = time.monotonic() + duration
     rss0 = rss_kib(server.proc.pid)
 
     def worker(i: int) -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        with httpx.Client(headers={"Authorization": f"Bearer {keys[i % len(keys)]}"}, timeout=30) as client:
             while time.monotonic() < stop_at:
                 try:
                     r = client.post(server.url + "/v2/models/verifier/infer", json=body)
@@ -198,8 +331,8 @@ def throughput_run(server: Server, key: str, photo: bytes, clients: int, duratio
     }
 
 
-def in_process_peer(model: str, photo: bytes, template_photos: list[Path], n: int) -> dict[str, float]:
-    """The same pipeline without the server: decode, detect + align, embed, compare."""
+def in_process_peer(model: str, photo: bytes, template_photos: list[Path]) -> Any:
+    """The same pipeline without the server (decode, detect + align, embed, compare): one run per call, in seconds."""
     from facegate.bundles import load_embedder
     from facegate.config import load_settings
     from facegate.data.imageio import decode_image
@@ -210,14 +343,14 @@ def in_process_peer(model: str, photo: bytes, template_photos: list[Path], n: in
     aligner = aligner_from_settings(load_settings(env={}), multiple="reject")
     faces = np.stack([aligner.prepare(decode_image(p.read_bytes())).face for p in template_photos])
     template = l2_normalize(emb.embed(faces).mean(axis=0, keepdims=True))[0]
-    times = []
-    for i in range(n + 10):
+
+    def run() -> float:
         t0 = time.perf_counter()
         face = aligner.prepare(decode_image(photo)).face
         float(np.dot(emb.embed(face)[0], template))
-        if i >= 10:
-            times.append((time.perf_counter() - t0) * 1000)
-    return {"p50_ms": round(statistics.median(times), 2), "n": len(times)}
+        return time.perf_counter() - t0
+
+    return run
 
 
 def liveness_cost(model: str, tmp: Path, photo: bytes, enrol: list[Path], n: int) -> dict[str, Any] | None:
@@ -258,7 +391,7 @@ def liveness_cost(model: str, tmp: Path, photo: bytes, enrol: list[Path], n: int
         "server_on": Server(model, tmp / "liveness-on", 16, on),
     }
     try:
-        keys = {label: enroll_and_key(server, enrol) for label, server in servers.items()}
+        keys = {label: enroll_and_key(server, enrol)[0] for label, server in servers.items()}
         body = verify_request(photo, "S1")
         times: dict[str, list[float]] = {label: [] for label in servers}
         clients = {
@@ -291,55 +424,103 @@ def liveness_cost(model: str, tmp: Path, photo: bytes, enrol: list[Path], n: int
     return out
 
 
+def server_runs(
+    model: str, tmp: Path, enrol: list[Path], photo: bytes, args: argparse.Namespace, peer: Any
+) -> dict[str, Any]:
+    """This code's server (and the baseline's, when given) side by side: latency JSON and binary, then throughput."""
+    variants: dict[str, tuple[int, str | None]] = {"this": (args.max_batch, None)}
+    if args.baseline_src:
+        variants["baseline"] = (args.max_batch, args.baseline_src)
+    if args.unbatched:
+        variants["this_unbatched"] = (1, None)
+    servers = {label: Server(model, tmp / label, mb, src=src) for label, (mb, src) in variants.items()}
+    try:
+        keys = {label: enroll_and_key(server, enrol, args.clients) for label, server in servers.items()}
+        first = {label: (servers[label], keys[label][0]) for label in servers if label != "this_unbatched"}
+        return {
+            "max_batch": args.max_batch,
+            "latency_json": latency_run(first, photo, args.latency_requests, peer),
+            "latency_binary": latency_run(first, photo, args.latency_requests, peer, binary=True),
+            "throughput": throughput_interleaved(
+                {label: (servers[label], keys[label]) for label in servers},
+                photo,
+                args.clients,
+                args.duration,
+                args.slices,
+            ),
+        }
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def bench_inputs() -> tuple[Path, list[Path], bytes]:
+    """The photos folder, the enrollment photos of S1 and S1's 640x480 check-in JPEG."""
+    photos = require(SHARED / "data" / "photos")
+    enrol = [photos / "train" / "obama" / n for n in ("obama.jpg", "obama2.jpg")]
+    return photos, enrol, check_in_photo(photos / "test" / "obama1.jpg")
+
+
+def served_model(model: str | None, tmp: Path) -> str:
+    """``model``, or SFace exported to OpenVINO FP32 under ``tmp`` when none is given."""
+    if model is not None:
+        return model
+    from facegate.export.convert import export_model, load_faces
+
+    faces = load_faces(SHARED / "data" / "lfw-aligned", limit=40)
+    export_model("sface", tmp / "exp", faces, formats=["openvino-fp32"])
+    return str(tmp / "exp" / "openvino-fp32")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of the 8-client throughput run")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--latency-requests", type=int, default=200)
     ap.add_argument("--model", default=None, help="bundle to serve (default: SFace exported to OpenVINO FP32)")
+    ap.add_argument("--baseline-src", default=None, help="src folder of the code to compare with (same run)")
     ap.add_argument("--liveness-only", action="store_true", help="only the liveness cost (3.), not 1. and 2.")
+    ap.add_argument("--no-liveness", action="store_true", help="skip the liveness cost (3.)")
+    ap.add_argument("--max-batch", type=int, default=16, help="serve.max_batch of the servers compared")
+    ap.add_argument("--unbatched", action="store_true", help="also a max_batch 1 server in the throughput runs")
+    ap.add_argument("--slices", type=int, default=4, help="turns per server in the throughput run (interleaved)")
     args = ap.parse_args()
 
-    photos = require(SHARED / "data" / "photos")
-    enrol = [photos / "train" / "obama" / n for n in ("obama.jpg", "obama2.jpg")]
-    photo = check_in_photo(photos / "test" / "obama1.jpg")
+    photos, enrol, photo = bench_inputs()
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model
-        if model is None:
-            from facegate.export.convert import export_model, load_faces
-
-            lfw = SHARED / "data" / "lfw-aligned"
-            faces = load_faces(lfw, limit=40)
-            export_model("sface", Path(tmp) / "exp", faces, formats=["openvino-fp32"])
-            model = str(Path(tmp) / "exp" / "openvino-fp32")
+        model = served_model(args.model, Path(tmp))
         result: dict[str, Any] = {"machine": machine(), "model": model if args.model else "sface openvino-fp32"}
+        result["loadavg_at_start"] = loadavg()
         result["photo"] = {"size": "640x480", "jpeg_bytes": len(photo)}
-        frame = camera_photo(photos / "test" / "obama1.jpg")
-        result["liveness"] = liveness_cost(model, Path(tmp), frame, enrol, args.latency_requests)
+        if not args.no_liveness:
+            frame = camera_photo(photos / "test" / "obama1.jpg")
+            result["liveness"] = liveness_cost(model, Path(tmp), frame, enrol, args.latency_requests)
         if args.liveness_only:
             print(json.dumps(result, indent=2))
             return
-        result["in_process_peer"] = in_process_peer(model, photo, enrol, args.latency_requests)
-        runs = {}
-        for label, max_batch in (("batched", 16), ("unbatched", 1)):
-            server = Server(model, Path(tmp) / label, max_batch)
-            try:
-                key = enroll_and_key(server, enrol)
-                run: dict[str, Any] = {"max_batch": max_batch}
-                if label == "batched":
-                    run["latency"] = latency_run(server, key, photo, args.latency_requests)
-                run["throughput"] = throughput_run(server, key, photo, args.clients, args.duration)
-                runs[label] = run
-            finally:
-                server.stop()
-        result["runs"] = runs
-        lat = runs["batched"]["latency"]
-        result["ratios"] = {
-            "server_p50_over_in_process_p50": round(lat["p50_ms"] / result["in_process_peer"]["p50_ms"], 2),
-            "batched_over_unbatched_throughput": round(
-                runs["batched"]["throughput"]["requests_per_s"] / runs["unbatched"]["throughput"]["requests_per_s"], 2
-            ),
+        peer = in_process_peer(model, photo, enrol)
+        result["runs"] = runs = server_runs(model, Path(tmp), enrol, photo, args, peer)
+        thr = runs["throughput"]
+        ratios: dict[str, float] = {
+            "json_http_over_in_process_p50": runs["latency_json"]["this"]["http_over_in_process_p50"],
+            "binary_http_over_in_process_p50": runs["latency_binary"]["this"]["http_over_in_process_p50"],
         }
+        if args.baseline_src:
+            ratios["baseline_json_http_over_in_process_p50"] = runs["latency_json"]["baseline"][
+                "http_over_in_process_p50"
+            ]
+            ratios["json_p50_baseline_over_this"] = round(
+                runs["latency_json"]["baseline"]["p50_ms"] / runs["latency_json"]["this"]["p50_ms"], 2
+            )
+            ratios["throughput_this_over_baseline"] = round(
+                thr["this"]["requests_per_s"] / thr["baseline"]["requests_per_s"], 2
+            )
+        if args.unbatched:
+            ratios["batched_over_unbatched_throughput"] = round(
+                thr["this"]["requests_per_s"] / thr["this_unbatched"]["requests_per_s"], 2
+            )
+        result["ratios"] = ratios
+        result["loadavg_at_end"] = loadavg()
     print(json.dumps(result, indent=2))
 
 

@@ -88,6 +88,9 @@ class ServeSettings(_Frozen):
     max_batch: int = Field(16, ge=1, le=256)
     batch_wait_ms: float = Field(2.0, ge=0.0, le=200.0)
     preprocess_threads: int = Field(4, ge=1, le=64)
+    #: Run a synthetic check-in on every preprocess thread before readiness, so the first kiosk is not the one that
+    #: pays for the detector's creation and the first forward passes (facegate.serve.warmup).
+    warmup: bool = True
     max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_admin_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
     max_verify_pixels: int = Field(24_000_000, gt=0)

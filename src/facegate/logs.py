@@ -6,9 +6,12 @@ facegate never logs an image, an embedding, an API key or an encryption key (stu
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,10 +37,60 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def configure_json_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Route every logger (facegate, KServe, uvicorn) and Python warnings through one JSON handler on stderr."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+class _Background(logging.Handler):
+    """Per-request lines go to a writer thread; any other line first waits for those, then is written in order.
+
+    The lines a request writes (the access line, the decision line) cost it a queue put. Start-up, shutdown and
+    warnings are rare and written at once, after whatever is queued: uvicorn ends a SIGTERM by re-raising the signal,
+    which kills the process without running ``atexit``, and its last line must still flush what came before it.
+    """
+
+    HOT = frozenset({"facegate.access", "facegate.serve"})
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__()
+        self.target = target
+        self._queue: queue.SimpleQueue[logging.LogRecord | threading.Event] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="facegate-logs", daemon=True).start()
+        atexit.register(self.flush)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue a per-request line; write anything else now, after the queue."""
+        if record.name in self.HOT and record.levelno < logging.WARNING:
+            self._queue.put(record)
+        else:
+            self.flush()
+            self.target.handle(record)
+
+    def flush(self) -> None:
+        """Wait (at most 2 s) until every queued line is written."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(2)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                item.set()
+            else:
+                self.target.handle(item)
+
+
+def configure_json_logging(level: str = "INFO", stream: Any = None, *, queued: bool = False) -> None:
+    """Route every logger (facegate, KServe, uvicorn) and Python warnings through one JSON handler on stderr.
+
+    Args:
+        level: Root log level.
+        stream: Where lines go (stderr by default).
+        queued: Format and write the per-request lines on a background thread (the server: they then cost a request
+            a queue put, not JSON encoding and a write to a pipe that may be slow to drain). A killed process may
+            lose its last queued lines (never an audit row: those are in the database).
+    """
+    handler: logging.Handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    if queued:
+        handler = _Background(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

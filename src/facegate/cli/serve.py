@@ -81,5 +81,5 @@ def serve(
         model=model,
         **{"serve.host": host, "serve.port": port, "serve.gallery_url": db, "serve.metrics_port": metrics_port},
     )
-    configure_json_logging(settings.log_level)
+    configure_json_logging(settings.log_level, queued=True)  # log lines off the request path
     run_server(settings)

@@ -37,6 +37,10 @@ _verified: set[tuple[str, str]] = set()
 _verified_lock = threading.Lock()
 
 
+#: Serialises detector creation (see YuNetDetector._net).
+_CREATE_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class Detection:
     """One detected face.
@@ -165,14 +169,17 @@ class YuNetDetector(Detector):
         if net is None:
             # OpenCV 5 warns on every create that its new graph engine ignores the (default CPU) target; the
             # warning is noise for users, so silence OpenCV's logger for this call only.
-            level = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-            try:
-                net = cv2.FaceDetectorYN.create(
-                    str(self.model_path), "", (320, 320), self.score_threshold, self.nms_threshold, 5000
-                )
-            finally:
-                cv2.utils.logging.setLogLevel(level)
+            # The level is process-wide: threads creating detectors at once (the server's warm-up starts every
+            # preprocess thread together) would restore it under each other, so one create at a time.
+            with _CREATE_LOCK:
+                level = cv2.utils.logging.getLogLevel()
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+                try:
+                    net = cv2.FaceDetectorYN.create(
+                        str(self.model_path), "", (320, 320), self.score_threshold, self.nms_threshold, 5000
+                    )
+                finally:
+                    cv2.utils.logging.setLogLevel(level)
             self._local.net = net
         return net
 

@@ -6,6 +6,7 @@ sharpness check, and returns a :class:`FaceCrop` or raises :class:`~facegate.err
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,13 +68,16 @@ class FaceAligner:
             self._detector = create_detector("yunet")
         return self._detector
 
-    def prepare(self, image: np.ndarray, mode: AlignMode = "always") -> FaceCrop:
+    def prepare(
+        self, image: np.ndarray, mode: AlignMode = "always", timings: dict[str, float] | None = None
+    ) -> FaceCrop:
         """Turn an RGB image into an aligned face crop.
 
         Args:
             image: ``(H, W, 3)`` uint8 RGB.
             mode: ``always`` detects and aligns; ``never`` expects an already aligned 112x112 face; ``auto`` aligns
                 only images that are not 112x112.
+            timings: When given, receives the detector's seconds under ``"detect"`` (the server's stage timers).
 
         Raises:
             FaceError: ``no_face``, ``multiple_faces``, ``face_too_small``, ``blurry`` or ``not_aligned``.
@@ -89,7 +93,10 @@ class FaceAligner:
                     f"face is too blurry (sharpness {sharp:.1f} < {self.policy.min_sharpness:.1f})", code="blurry"
                 )
             return FaceCrop(face=image, detection=None, sharpness=sharp, n_faces=1)
+        t0 = time.perf_counter()
         detections = self.detector.detect(image)
+        if timings is not None:
+            timings["detect"] = time.perf_counter() - t0
         chosen = select_face(detections, image.shape, self.policy)
         face = align_face(image, chosen.landmarks)
         sharp = sharpness(face)

@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect
 from facegate.config import Settings
 from facegate.errors import FacegateError, ImageError, ModelError
 from facegate.serve.auth import ApiKeyStore, Principal, RateLimiter, claimed_key_id
+from facegate.serve.fastpath import FastInfer, observe_stage
 from facegate.serve.http_edges import framing_error, open_request_id
 from facegate.serve.kserve_compat import (
     InvalidInput,
@@ -276,7 +277,9 @@ class Gatekeeper:
                 await respond(_error(404, "not supported by this server", "not_supported"))
                 return
             if kind != "open":
+                t_auth = time.perf_counter()
                 principal = await self._authenticate(raw, kind, respond, client, quiet)
+                observe_stage("auth", time.perf_counter() - t_auth)
                 if principal is None:
                     return
             limit = self.max_admin_bytes if kind == "admin" else self.max_bytes
@@ -600,6 +603,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     owned = runtime is None
     rt = runtime or build_runtime(settings)
     store = keys or ApiKeyStore(rt.gallery.engine)
+    store.preload()  # the first kiosk must not wait for the key table's first read
     repo = ModelRepository()
     for model in (VerifierModel(settings.serve.model_name, rt), EmbedModel("embed", rt)):
         model.load()
@@ -631,7 +635,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     _install_error_handlers(app)
     sv = settings.serve
     gate = Gatekeeper(
-        app,
+        FastInfer(app, dataplane),  # well-formed v2 inference requests skip FastAPI's validation (fastpath.py)
         store,
         RateLimiter(sv.rate_per_minute, sv.rate_burst),
         sv.max_request_bytes,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -91,6 +92,8 @@ class ApiKeyStore:
         self._loaded_at: float | None = None
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._refreshing = threading.Event()
+        self._generation = 0  # bumped by every create/revoke here, so an older read is never installed after it
         bootstrap = (env if env is not None else os.environ).get(ADMIN_KEY_ENV, "")
         # Only the digest is kept: the key itself is not held in memory longer than this constructor.
         self._bootstrap = hash_key(bootstrap) if bootstrap else None
@@ -147,10 +150,33 @@ class ApiKeyStore:
                 for r in session.scalars(select(ApiKey).order_by(ApiKey.name))
             ]
 
+    def preload(self) -> None:
+        """Read the key table now (before readiness), so the first request does not wait for that read."""
+        self._snapshot()
+
     def fresh(self) -> bool:
-        """Whether :meth:`authenticate` can answer from memory right now (no database read due)."""
+        """Whether :meth:`authenticate` can answer from memory right now (no database read due).
+
+        Past half its lifetime, the table is re-read in the background, so a steady stream of requests never
+        waits for that read (and a revoked key still stops working within ``cache_ttl_s``).
+        """
         loaded = self._loaded_at
-        return loaded is not None and time.monotonic() - loaded < self.cache_ttl_s
+        if loaded is None:
+            return False
+        age = time.monotonic() - loaded
+        if age >= self.cache_ttl_s / 2 and not self._refreshing.is_set():
+            self._refreshing.set()
+            threading.Thread(target=self._refresh_behind, name="facegate-keys", daemon=True).start()
+        return age < self.cache_ttl_s
+
+    def _refresh_behind(self) -> None:
+        try:
+            with self._refresh_lock:
+                self._reload()
+        except Exception:  # the table stays as it was; the request path's own read reports a database that stays down
+            logging.getLogger("facegate.serve").debug("background read of the key table failed", exc_info=True)
+        finally:
+            self._refreshing.clear()
 
     def authenticate(self, key: str | None) -> Principal | None:
         """The principal for a presented key, or ``None`` when it is missing, unknown or revoked.
@@ -173,19 +199,26 @@ class ApiKeyStore:
             if self.fresh():  # another thread refreshed while this one waited
                 return self._table
             try:
-                with Session(self.engine) as session:
-                    rows = session.execute(
-                        select(ApiKey.key_hash, ApiKey.name, ApiKey.role).where(ApiKey.revoked_at.is_(None))
-                    ).all()
+                return self._reload()
             except Exception:
                 loaded = self._loaded_at
                 if loaded is not None and time.monotonic() - loaded < self.stale_limit_s:
                     return self._table  # a database blip: keep serving with the last copy for a while
                 raise
-            table = {h: Principal(n, "admin" if r == "admin" else "kiosk") for h, n, r in rows}
-            with self._lock:
-                self._table, self._loaded_at = table, time.monotonic()
-            return table
+
+    def _reload(self) -> dict[str, Principal]:
+        """Read the active keys and swap the table in (the caller holds the refresh lock)."""
+        started = time.monotonic()  # the copy is as old as the read's start: a revocation during it is not in it
+        generation = self._generation
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(ApiKey.key_hash, ApiKey.name, ApiKey.role).where(ApiKey.revoked_at.is_(None))
+            ).all()
+        table = {h: Principal(n, "admin" if r == "admin" else "kiosk") for h, n, r in rows}
+        with self._lock:
+            if generation == self._generation:  # a key created or revoked meanwhile: this copy may predate it
+                self._table, self._loaded_at = table, started
+        return table
 
     @staticmethod
     def _digest(key: str | None) -> str | None:
@@ -198,6 +231,7 @@ class ApiKeyStore:
     def _clear(self) -> None:
         with self._lock:
             self._loaded_at = None
+            self._generation += 1
 
 
 def claimed_key_id(key: str) -> str | None:

@@ -50,6 +50,8 @@ from facegate.faces.pipeline import (
 from facegate.models.base import Embedder
 from facegate.serve import covariate_metrics
 from facegate.serve.batching import MicroBatcher
+from facegate.serve.decisions import DecisionLog
+from facegate.serve.fastpath import set_stage_model
 from facegate.serve.gallery import Gallery, check_student_id
 from facegate.serve.http_edges import adopt_request_id
 from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model
@@ -133,6 +135,8 @@ class Runtime:
     limits: ImageLimits
     executor: ThreadPoolExecutor
     liveness: LivenessChecker | None = None
+    #: Decision rows' writer (:mod:`facegate.serve.decisions`); ``None``: written on the preprocess threads.
+    decisions: DecisionLog | None = None
     bulk: ThreadPoolExecutor = field(default_factory=lambda: _bulk_executor(2))
     _local: threading.local = field(default_factory=threading.local)
 
@@ -155,6 +159,8 @@ class Runtime:
     def close(self) -> None:
         """Stop worker threads and release the database."""
         self.batcher.close()
+        if self.decisions is not None:
+            self.decisions.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.bulk.shutdown(wait=False, cancel_futures=True)
         self.gallery.engine.dispose()
@@ -184,6 +190,7 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
     embedder = SerialEmbedder(load_embedder(model or settings.model))
     gallery = gallery or Gallery(settings.gallery_url())
     set_student_tag_key(gallery.keys.derive("log-student-tags"))
+    set_stage_model(embedder.name)
     threshold = settings.verify.threshold if settings.verify.threshold is not None else embedder.default_threshold
     sv = settings.serve
     base = limits_from_settings(settings)
@@ -203,6 +210,7 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         limits=limits,
         executor=ThreadPoolExecutor(max_workers=sv.preprocess_threads, thread_name_prefix="facegate-pre"),
         liveness=liveness_from_settings(settings),
+        decisions=None if gallery.engine.url.database in (None, "", ":memory:") else DecisionLog(gallery),
         bulk=_bulk_executor(max(1, sv.preprocess_threads // 2)),
     )
 
@@ -306,10 +314,13 @@ class _FacegateModel(Model):  # type: ignore[misc]
 
     def _crop(self, image: np.ndarray, mode: AlignMode) -> FaceCrop:
         t0 = time.perf_counter()
+        timings: dict[str, float] = {}
         try:
-            return self.runtime.aligner().prepare(image, mode)
+            return self.runtime.aligner().prepare(image, mode, timings)
         finally:
-            STAGE_SECONDS.labels("detect_align", self.runtime.embedder.name).observe(time.perf_counter() - t0)
+            name, detect = self.runtime.embedder.name, timings.get("detect", 0.0)
+            STAGE_SECONDS.labels("detect", name).observe(detect)
+            STAGE_SECONDS.labels("align", name).observe(time.perf_counter() - t0 - detect)
 
 
 def _inputs(payload: Any, names: tuple[str, ...]) -> tuple[str, dict[str, list[bytes]]]:
@@ -347,6 +358,14 @@ def _inputs(payload: Any, names: tuple[str, ...]) -> tuple[str, dict[str, list[b
 class VerifierModel(_FacegateModel):
     """1:1 verification of a check-in photo against the student's enrolled template."""
 
+    def load(self) -> bool:
+        """Warm up at the served sizes (:mod:`facegate.serve.warmup`) before reporting ready."""
+        if self.runtime.settings.serve.warmup:
+            from facegate.serve.warmup import warm_up
+
+            warm_up(self.runtime)
+        return super().load()
+
     def get_input_types(self) -> list[dict[str, Any]]:
         """The inputs, as model metadata declares them (Triton clients discover the model from this)."""
         return [
@@ -378,27 +397,14 @@ class VerifierModel(_FacegateModel):
         kiosk, rid = _principal(headers), _request_id(payload, headers)
         # The image is decoded and its face looked for *before* the template lookup, so a bad image gets the same
         # answer, after the same work, whether or not the student is enrolled: no cheap enrollment oracle.
-        budget = PixelBudget(rt.settings.serve.max_request_pixels)
-        image = await rt.run(self._image, values["image"][0], "image", budget)
-        face: np.ndarray | None = None
-        reason, message = None, ""
-        crop = None
-        try:
-            crop = await rt.run(self._crop, image, "always")
-            face = crop.face
-            live = rt.liveness is None or crop.detection is None
-            if not live and not await rt.run(self._live, rt.liveness, image, crop.detection.box):
-                face, reason, message = None, "presentation_attack", "the liveness check did not pass"
-        except FaceError as exc:
-            reason = "low_quality" if exc.code in LOW_QUALITY else exc.code
-            message = exc.message
-        bins = covariate_metrics.measure_request(image, crop)
-        del image
-        template = await rt.run(rt.gallery.template, student_id, version)
+        # One hand-off to a worker thread for all of it (each hand-off is a wake-up of two threads): the batcher
+        # counts this check-in as coming, so a batch being formed waits for it and a lone one does not wait.
+        with rt.batcher.coming():
+            face, reason, message, template, bins = await rt.run(self._prepare, values["image"][0], student_id, version)
         if template is None:
             DECISIONS.labels("reject", "unknown_student", version).inc()
             count_checkin(kiosk, "reject")
-            await rt.run(self._audit, kiosk, student_id, "reject", None, "unknown_student", rid)
+            await self._record(kiosk, student_id, "reject", None, "unknown_student", rid)
             log.info(
                 "verify",
                 extra={"fields": {"request_id": rid, "kiosk": kiosk, "student": student_tag(student_id),
@@ -408,6 +414,33 @@ class VerifierModel(_FacegateModel):
         return _Check(
             protocol, rid, kiosk, student_id, template, started, face, reason=reason, message=message, bins=bins
         )
+
+    def _prepare(
+        self, data: bytes, student_id: str, version: str
+    ) -> tuple[np.ndarray | None, str | None, str, np.ndarray | None, dict[str, str]]:
+        """Decode, detect, align, check liveness, then look the template up.
+
+        Returns:
+            ``(face, reason, message, template, bins)``: ``bins`` are the photo's covariate bins for the serving
+            counters (:mod:`facegate.serve.covariate_metrics`).
+        """
+        rt = self.runtime
+        image = self._image(data, "image", PixelBudget(rt.settings.serve.max_request_pixels))
+        face: np.ndarray | None = None
+        reason, message = None, ""
+        crop = None
+        try:
+            crop = self._crop(image, "always")
+            face = crop.face
+            checked = rt.liveness is not None and crop.detection is not None
+            if checked and not self._live(rt.liveness, image, crop.detection.box):  # type: ignore[arg-type,union-attr]
+                face, reason, message = None, "presentation_attack", "the liveness check did not pass"
+        except FaceError as exc:
+            reason = "low_quality" if exc.code in LOW_QUALITY else exc.code
+            message = exc.message
+        bins = covariate_metrics.measure_request(image, crop)
+        del image
+        return face, reason, message, rt.gallery.template(student_id, version), bins
 
     def _live(self, checker: LivenessChecker, image: np.ndarray, box: tuple[float, float, float, float]) -> bool:
         t0 = time.perf_counter()
@@ -444,7 +477,7 @@ class VerifierModel(_FacegateModel):
         count_checkin(check.kiosk, decision)
         covariate_metrics.record(check.bins, decision, reason)
         t0 = time.perf_counter()
-        await rt.run(self._audit, check.kiosk, check.student_id, decision, score, reason, check.request_id)
+        await self._record(check.kiosk, check.student_id, decision, score, reason, check.request_id)
         STAGE_SECONDS.labels("audit", rt.embedder.name).observe(time.perf_counter() - t0)
         STAGE_SECONDS.labels("total", rt.embedder.name).observe(time.perf_counter() - check.started)
         log.info(
@@ -460,6 +493,24 @@ class VerifierModel(_FacegateModel):
         outputs = [InferOutput(name=k, shape=[1], datatype="BYTES", data=[v]) for k, v in texts.items()]
         outputs += [InferOutput(name=k, shape=[1], datatype="FP32", data=[float(v)]) for k, v in numbers.items()]
         return InferResponse(response_id=check.request_id, model_name=self.name, infer_outputs=outputs)
+
+    async def _record(
+        self, kiosk: str, student_id: str, decision: str, score: float | None, reason: str, request_id: str
+    ) -> None:
+        """The decision's audit row, committed before the answer is sent (see :mod:`facegate.serve.decisions`)."""
+        rt = self.runtime
+        if rt.decisions is None:
+            await rt.run(self._audit, kiosk, student_id, decision, score, reason, request_id)
+            return
+        await rt.decisions.write(
+            kiosk=kiosk,
+            student_id=student_id,
+            decision=decision,
+            score=score,
+            model_version=rt.embedder.version,
+            reason=reason,
+            request_id=request_id,
+        )
 
     def _audit(
         self, kiosk: str, student_id: str, decision: str, score: float | None, reason: str, request_id: str

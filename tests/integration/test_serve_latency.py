@@ -1,0 +1,108 @@
+"""The verifier's short paths (issue 19): the direct v2 route answers exactly as KServe's route does, the warm-up
+touches every preprocess thread and writes nothing, and the stage timers cover the request from body to answer."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from facegate.config import load_settings
+from facegate.serve.app import create_app
+from facegate.serve.auth import ApiKeyStore
+from facegate.serve.client import verify_request, verify_request_binary
+from facegate.serve.gallery import Gallery, KeyRing
+from facegate.serve.models import Runtime, build_runtime
+
+pytestmark = pytest.mark.integration
+
+ADMIN = secrets.token_urlsafe(24)  # made up per run
+GALLERY_KEY = KeyRing.generate("k1")
+
+
+def _runtime(tmp: Path, **overrides: object) -> tuple[Runtime, ApiKeyStore, object]:
+    settings = load_settings(overrides={"home": str(tmp), "serve.rate_burst": 10_000, **overrides}, env={})
+    gallery = Gallery(settings.gallery_url(), KeyRing.from_env({"FACEGATE_GALLERY_KEYS": GALLERY_KEY}))
+    runtime = build_runtime(settings, "sface", gallery=gallery)
+    return runtime, ApiKeyStore(gallery.engine, env={"FACEGATE_ADMIN_KEY": ADMIN}), settings
+
+
+def _stage_count(stage: str) -> float:
+    return sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "facegate_stage_seconds"
+        for s in m.samples
+        if s.name.endswith("_count") and s.labels.get("stage") == stage
+    )
+
+
+def test_direct_route_answers_as_kserve_does_and_times_every_stage(photos, tmp_path):
+    runtime, keys, settings = _runtime(tmp_path)
+    gate = create_app(settings, runtime, keys)  # type: ignore[arg-type]
+    kiosk = {"Authorization": f"Bearer {keys.create('kiosk-1')}"}
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    enrol = [(photos / "train" / "obama" / n).read_bytes() for n in ("obama.jpg", "obama2.jpg")]
+    same = (photos / "test" / "obama1.jpg").read_bytes()
+    binary, binary_headers = verify_request_binary(same, "S1")
+    with TestClient(gate) as client:
+        body = {"photos": [base64.b64encode(p).decode() for p in enrol]}
+        assert client.put("/admin/v1/students/S1", json=body, headers=admin).status_code == 200
+        requests = {
+            "json": {"json": {**verify_request(same, "S1"), "id": "req-1"}},
+            "binary": {"content": binary, "headers": {**binary_headers, "x-request-id": "req-3"}},
+            "unknown student": {"json": {**verify_request(same, "nobody"), "id": "req-2"}},
+            "malformed": {"json": {"inputs": [{"name": "image"}]}},
+            "not JSON": {"content": b"{nope", "headers": {"content-type": "application/json"}},
+            "unknown model": {"json": verify_request(same, "S1"), "path": "/v2/models/nope/infer"},
+        }
+        answers = {}
+        before = {s: _stage_count(s) for s in ("read_body", "parse", "auth", "detect", "align", "serialise")}
+        for route in ("direct", "kserve"):
+            gate.app = gate.app if route == "direct" else gate.fastapi  # type: ignore[assignment]
+            for label, req in requests.items():
+                req = dict(req)
+                path = str(req.pop("path", "/v2/models/verifier/infer"))
+                headers = {**kiosk, **dict(req.pop("headers", {}))}  # type: ignore[arg-type]
+                r = client.post(path, headers=headers, **req)  # type: ignore[arg-type]
+                answers[route, label] = (r.status_code, r.json())
+            if route == "direct":
+                after = {s: _stage_count(s) for s in before}
+    for label in requests:
+        assert answers["direct", label] == answers["kserve", label], label
+    assert answers["direct", "json"][0] == 200 and answers["direct", "unknown student"][0] == 404
+    assert answers["direct", "malformed"][0] in (400, 422) and answers["direct", "unknown model"][0] == 404
+    # Each stage was timed once per request that reached it (two well-formed, one unknown student, all authed).
+    assert after["read_body"] - before["read_body"] == len(requests)  # every inference body was read here
+    assert after["serialise"] - before["serialise"] == 2
+    assert after["auth"] - before["auth"] == len(requests)
+    assert after["detect"] - before["detect"] == 3 and after["align"] - before["align"] == 3
+
+
+def test_warm_up_runs_on_every_preprocess_thread_and_records_nothing(tmp_path, monkeypatch):
+    threads: set[int] = set()
+    real = Runtime.aligner
+
+    def counting(self: Runtime):  # type: ignore[no-untyped-def]
+        threads.add(threading.get_ident())
+        return real(self)
+
+    monkeypatch.setattr(Runtime, "aligner", counting)
+    runtime, keys, settings = _runtime(tmp_path, **{"serve.preprocess_threads": 3})
+    before = runtime.gallery.counts()
+    create_app(settings, runtime, keys)  # type: ignore[arg-type]  # loads the models: the warm-up runs here
+    assert len(threads) == 3 and threading.get_ident() not in threads
+    assert runtime.gallery.counts() == before  # the rolled-back audit insert left no row
+    assert keys.fresh()  # the key table was read before readiness: the first kiosk does not wait for it
+    runtime.close()
+
+    threads.clear()
+    runtime, keys, settings = _runtime(tmp_path / "off", **{"serve.warmup": False})
+    create_app(settings, runtime, keys)  # type: ignore[arg-type]
+    assert threads == set()
+    runtime.close()

@@ -1,0 +1,190 @@
+"""Latency parts that need no model: the micro-batcher waits only for requests on their way, and decision rows are
+committed before the answer (a killed process loses none) on a connection that goes back to the pool as durable as
+it came."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from facegate.models.base import Embedder
+from facegate.serve.batching import MicroBatcher
+from facegate.serve.decisions import DecisionLog
+from facegate.serve.gallery import Gallery, KeyRing
+
+pytestmark = pytest.mark.unit
+
+
+class _Counting(Embedder):
+    name, version, embedding_size = "fake", "fake-1", 4
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def _forward(self, faces: np.ndarray) -> np.ndarray:
+        self.batches.append(len(faces))
+        return np.ones((len(faces), 4), np.float32)
+
+
+def test_batcher_waits_only_for_requests_on_their_way():
+    emb = _Counting()
+    batcher = MicroBatcher(emb, max_batch=8, max_wait_s=600.0)  # a wait this long would hang the test (bounded)
+    face = np.zeros((1, 112, 112, 3), np.uint8)
+
+    async def lone() -> None:
+        await asyncio.wait_for(batcher.embed(face), 30)
+
+    async def announced() -> None:
+        async def late() -> np.ndarray:
+            with batcher.coming():
+                await asyncio.sleep(0.05)  # decoding and detecting, say
+            return await batcher.embed(face)
+
+        with batcher.coming():
+            first = asyncio.ensure_future(batcher.embed(face))
+            await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(first, late()), 30)
+
+    async def both() -> None:
+        await lone()
+        batcher.max_wait_s = 5.0
+        with batcher.coming():  # someone else is on the way: the batch waits for them
+            await announced()
+
+    asyncio.run(both())
+    batcher.close()
+    assert emb.batches[0] == 1  # the lone request did not wait 600 s for company
+    assert emb.batches[1:] == [2]  # the announced one joined the batch instead of going alone
+
+
+@pytest.fixture
+def gallery(tmp_path):  # type: ignore[no-untyped-def]
+    return Gallery(f"sqlite:///{tmp_path / 'g.db'}", KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate()}))
+
+
+def test_decisions_are_committed_before_write_returns_and_grouped(gallery):
+    log = DecisionLog(gallery, sync_interval_s=0.01)
+
+    async def many() -> None:
+        await asyncio.gather(
+            *(
+                log.write(kiosk="k", student_id=f"S{i}", decision="accept", score=0.9, model_version="v", reason="m")
+                for i in range(20)
+            )
+        )
+        # Read on another connection, while the writer still holds its own: every row is already committed.
+        with gallery.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit WHERE action='verify'")).scalar() == 20
+
+    asyncio.run(many())
+    log.close()
+    rows = gallery.audit(50)
+    assert {r["student_id"] for r in rows} == {f"S{i}" for i in range(20)}
+    assert all(r["detail"] == {"reason": "m"} and r["kiosk"] == "k" for r in rows)
+    # The writer's connection went back to the pool as durable as the others (synchronous=FULL is 2).
+    for _ in range(3):
+        with gallery.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def test_a_killed_server_process_loses_no_answered_decision(tmp_path):
+    keys = KeyRing.generate()
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, signal
+        from facegate.serve.decisions import DecisionLog
+        from facegate.serve.gallery import Gallery, KeyRing
+
+        log = DecisionLog(Gallery({url!r}, KeyRing.from_env({{"FACEGATE_GALLERY_KEYS": {keys!r}}})), sync_interval_s=60)
+
+        async def main():
+            for i in range(25):
+                await log.write(kiosk="k", student_id=f"S{{i}}", decision="accept", score=0.5, model_version="v",
+                                reason="m")
+                print(i, flush=True)  # "answered"
+            os.kill(os.getpid(), signal.SIGKILL)  # no close(), no sync: the process just dies
+
+        asyncio.run(main())
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    answered = len(proc.stdout.split())
+    assert answered == 25
+    gallery = Gallery(url, KeyRing.from_env({"FACEGATE_GALLERY_KEYS": keys}))
+    assert gallery.counts()["audit"] == answered
+
+
+def test_key_table_is_reread_in_the_background_before_it_expires(tmp_path, monkeypatch):
+    import types
+
+    from sqlalchemy import create_engine
+
+    import facegate.serve.auth as auth
+
+    now = [1000.0]
+    monkeypatch.setattr(auth, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    engine = create_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    replica, other = auth.ApiKeyStore(engine, cache_ttl_s=10, env={}), auth.ApiKeyStore(engine, env={})
+    assert replica.authenticate("fgk_nothing") is None  # loads the table at t=1000
+    key = other.create("kiosk-9")  # another replica issues a key: this one's copy does not have it yet
+    now[0] += 6  # past half the lifetime, not expired
+    reads: list[int] = []
+    real = replica._reload
+    monkeypatch.setattr(replica, "_reload", lambda: reads.append(1) or real())
+    assert replica.fresh()  # still answered from memory ...
+    for _ in range(500):  # ... while the table is re-read behind (bounded wait for the thread)
+        if not replica._refreshing.is_set():
+            break
+        threading.Event().wait(0.01)
+    assert reads == [1]
+    principal = replica.authenticate(key)
+    assert principal is not None and principal.name == "kiosk-9" and reads == [1]  # no read on the request's path
+
+
+def test_queued_json_logs_are_formatted_and_written_off_the_calling_thread():
+    import json
+    import logging
+
+    from facegate.logs import configure_json_logging
+
+    class Sink:
+        def __init__(self) -> None:
+            self.lines: list[tuple[int, str]] = []
+
+        def write(self, text: str) -> None:
+            self.lines.append((threading.get_ident(), text))
+
+        def flush(self) -> None:
+            pass
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    sink = Sink()
+    try:
+        configure_json_logging("INFO", sink, queued=True)
+        logging.getLogger("facegate.access").info("request", extra={"fields": {"status": 200, "ms": 1.5}})
+        for _ in range(500):  # bounded wait for the writer thread
+            if any(t.strip() for _, t in sink.lines):
+                break
+            threading.Event().wait(0.01)
+        queued = [(tid, t) for tid, t in sink.lines if t.strip()]
+        # A line from elsewhere (uvicorn's last words before it re-raises SIGTERM) is written at once, in order.
+        logging.getLogger("facegate.access").info("second", extra={"fields": {"status": 200}})
+        logging.getLogger("uvicorn.error").info("Finished server process")
+        lines = [json.loads(t)["msg"] for _, t in sink.lines if t.strip()]
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert len(queued) == 1 and queued[0][0] != threading.get_ident()
+    line = json.loads(queued[0][1])
+    assert (line["msg"], line["status"], line["ms"], line["logger"]) == ("request", 200, 1.5, "facegate.access")
+    assert lines == ["request", "second", "Finished server process"]
