@@ -182,6 +182,7 @@ def test_queued_json_logs_are_formatted_and_written_off_the_calling_thread():
         logging.getLogger("uvicorn.error").info("Finished server process")
         lines = [json.loads(t)["msg"] for _, t in sink.lines if t.strip()]
     finally:
+        logging.captureWarnings(False)  # as configure_json_logging's other tests do: leave warnings as found
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
     assert len(queued) == 1 and queued[0][0] != threading.get_ident()
