@@ -15,6 +15,8 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,21 +79,35 @@ def warm_up(runtime: Runtime) -> float:
     The preprocess pool's threads are made to start together (a barrier), so each builds its own detector now
     rather than on some kiosk's request later.
     """
+    from facegate.serve.models import FORWARD_SLICE  # loaded already: it is what calls this
+
     t0 = time.perf_counter()
     jpeg = synthetic_check_in()
     threads = runtime.settings.serve.preprocess_threads
-    barrier = threading.Barrier(threads)
-
-    def task() -> None:
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(timeout=10)  # hold this thread so the next task starts another one
-        _one_thread(runtime, jpeg)
-
-    futures = [runtime.executor.submit(task) for _ in range(threads)]
-    runtime.batcher.warm(np.zeros((1, 112, 112, 3), dtype=np.uint8))  # the thread that embeds check-ins
+    # The embed requests' own (low-priority) threads too: each keeps a detector and its buffers once it has run
+    # one, so warming them now makes that a start-up cost, not memory a burst of embeds leaves behind.
+    bulk_threads = max(1, threads // 2)
+    futures = _on_every_thread(runtime.executor, threads, lambda: _one_thread(runtime, jpeg))
+    futures += _on_every_thread(runtime.bulk, bulk_threads, lambda: _one_thread(runtime, jpeg))
+    # The thread that embeds check-ins, at the largest batch a forward pass gets (the runtime keeps its buffers).
+    runtime.batcher.warm(np.zeros((FORWARD_SLICE, 112, 112, 3), dtype=np.uint8))
     _database(runtime)
     for f in futures:
         f.result()
     seconds = time.perf_counter() - t0
-    log.info("warmed up", extra={"fields": {"seconds": round(seconds, 3), "threads": threads}})
+    log.info(
+        "warmed up", extra={"fields": {"seconds": round(seconds, 3), "threads": threads, "bulk_threads": bulk_threads}}
+    )
     return seconds
+
+
+def _on_every_thread(pool: Executor, threads: int, work: Callable[[], None]) -> list[Future[None]]:
+    """Run ``work`` once on each of a pool's ``threads`` threads (a barrier holds each so the next starts another)."""
+    barrier = threading.Barrier(threads)
+
+    def task() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=10)
+        work()
+
+    return [pool.submit(task) for _ in range(threads)]
