@@ -50,8 +50,8 @@ lint: install  ## ruff (lint + format check) and mypy
 	.venv/bin/ruff format --check src tests bench components pipelines
 	.venv/bin/mypy
 
-test: lint  ## install, lint, then every test (integration tests skip without ../shared)
-	.venv/bin/pytest
+test: lint  ## install, lint, then every test (integration tests skip without ../shared; tests/deploy: make validate)
+	.venv/bin/pytest --ignore=tests/deploy
 
 unit: install  ## unit tests only
 	.venv/bin/pytest -m unit
