@@ -83,9 +83,10 @@ $(VALIDATE_VENV)/.installed: tools/validate/requirements.txt | $(UV)
 
 validate: install validate-tools  ## lint/render/validate every deployment artifact with its real tool (needs ../shared)
 	tools/validate/validate.sh
-	.venv/bin/pytest -p no:cacheprovider tests/deploy
 	$(MAKE) validate-ansible-idempotency
 	$(MAKE) validate-apt
+	# Last, so the tests that need the debootstrap root those two build (tests/deploy/test_apt_simulate.py) run too.
+	.venv/bin/pytest -p no:cacheprovider tests/deploy
 
 validate-apt: validate-tools  ## Debian pins resolved with apt-get install --simulate in the debootstrap root (root)
 	tools/validate/apt_simulate.sh
