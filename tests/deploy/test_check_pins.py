@@ -19,6 +19,7 @@ CHECK = REPO / "tools" / "validate" / "check_pins.py"
 UPSTREAM = SHARED / "upstream"
 VERSIONS = "ansible/group_vars/all/versions.yml"
 KSERVE_ROLE = "ansible/roles/knative_kserve/tasks/main.yml"
+LOCK = "terraform/chameleon/.terraform.lock.hcl"
 PARTS = ("ansible", "helm", "manifests", "terraform", "docker", "tools/validate", "pyproject.toml")
 
 
@@ -133,6 +134,11 @@ def test_an_acknowledged_unverifiable_pin_passes(tree: Callable[..., Path]) -> N
         (((VERSIONS, r"^helm_version: .*$", "helm_version: v3.17.2"),), "client-go v0.32.2"),
         # 2.6: a floating provider constraint.
         ((("terraform/chameleon/versions.tf", r'version = "3.4.0"', 'version = "~> 3.0"'),), "floats"),
+        # The provider lock: the version it locks, its constraint, and the release-archive hashes it checks.
+        (((LOCK, r'version     = "3.4.0"', 'version     = "3.3.2"'),), "does not lock openstack 3.4.0"),
+        (((LOCK, r'constraints = "3.4.0"', 'constraints = "~> 3.0"'),), "not the exact pin"),
+        (((LOCK, r'^    "zh:.*",\n', ""),) * 15, "no zh: (release archive) hashes"),
+        (((LOCK, r'"zh:11b3c88e', '"zh:11b3c88'),), "malformed hashes"),
         # A storage-initializer image that does not match the KServe release.
         ((("helm/facegate/values.yaml", r"storage-initializer:v0.20.0", "storage-initializer:v0.19.0"),), "!= KServe"),
     ],
@@ -141,6 +147,12 @@ def test_each_finding_of_the_audit_fails(
     tree: Callable[..., Path], edits: tuple[tuple[str, str, str], ...], named: str
 ) -> None:
     assert named in failures(run(tree(*edits)))
+
+
+def test_a_missing_provider_lock_fails(tree: Callable[..., Path]) -> None:
+    root = tree()
+    (root / LOCK).unlink()
+    assert "missing: commit the provider lock file" in failures(run(root))
 
 
 def test_without_the_snapshot_the_check_refuses(tmp_path: Path) -> None:

@@ -437,14 +437,40 @@ def check_terraform(up: Upstream, report: Report, root: Path) -> None:
         repo = "terraform-provider-openstack/terraform-provider-openstack"
         up.check_tag(report, what, repo, "v" + exact.group(1))
         lock = path.parent / ".terraform.lock.hcl"
-        if lock.exists() and f'version     = "{exact.group(1)}"' not in lock.read_text():
-            report.add("WRONG", f"{lock.relative_to(root)}", f"does not lock openstack {exact.group(1)}")
-        elif not lock.exists():
-            report.add(
-                "info",
-                what,
-                "no .terraform.lock.hcl: its hashes need the provider registry (docs/deploy-compatibility.md)",
-            )
+        for problem in lock_problems(lock, exact.group(1)):
+            report.add("WRONG", f"{lock.relative_to(root)}", problem)
+
+
+LOCK_BLOCK = re.compile(
+    r'provider "registry\.terraform\.io/terraform-provider-openstack/openstack" \{(?P<body>.*?)\n\}', re.S
+)
+LOCK_HASH = re.compile(r"(?:h1:[A-Za-z0-9+/]{43}=|zh:[0-9a-f]{64})")
+
+
+def lock_problems(lock: Path, version: str) -> list[str]:
+    """What is wrong with the provider lock file for the pinned OpenStack `version` (empty: nothing).
+
+    The lock is what makes `terraform init` refuse a provider archive whose checksum differs from the release's
+    (`zh:` hashes are the SHA-256 of the release's zip archives, one per platform; `h1:` hashes cover the unpacked
+    package). A lock without `zh:` hashes, or with malformed ones, would check nothing on a new platform.
+    """
+    if not lock.exists():
+        return ["missing: commit the provider lock file (docs/deploy-compatibility.md, 'Terraform lock file')"]
+    block = LOCK_BLOCK.search(lock.read_text())
+    if not block:
+        return ["no terraform-provider-openstack/openstack entry"]
+    body, problems = block.group("body"), []
+    if f'version     = "{version}"' not in body:
+        problems.append(f"does not lock openstack {version}")
+    if not re.search(rf'constraints = "=?\s*{re.escape(version)}"', body):
+        problems.append(f"its constraints are not the exact pin {version}")
+    hashes = re.findall(r'"([^"]+)",', body.split("hashes", 1)[-1])
+    bad = [value for value in hashes if not LOCK_HASH.fullmatch(value)]
+    if bad:
+        problems.append(f"malformed hashes: {bad}")
+    if not any(value.startswith("zh:") for value in hashes):
+        problems.append("no zh: (release archive) hashes")
+    return problems
 
 
 def check(root: Path, upstream: Path, today: dt.date) -> Report:
