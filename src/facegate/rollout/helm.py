@@ -18,6 +18,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -120,6 +121,15 @@ class HelmRelease:
         version = ((deployed.get("chart") or {}).get("metadata") or {}).get("version")
         if version and not os.path.isdir(self.chart):
             args += ["--version", str(version)]  # the deployed chart, not whatever is newest
+        elif version and os.path.isdir(self.chart):
+            # A chart folder (the executor's image carries one) must be the deployed version: never an upgrade.
+            local = (yaml.safe_load((Path(self.chart) / "Chart.yaml").read_text()) or {}).get("version")
+            if local is not None and str(local) != str(version):
+                raise HelmError(
+                    f"chart {self.chart} is version {local} but the release runs {version}: a rollout does not "
+                    "upgrade the chart (use the chart of the deployed version)",
+                    code="chart_mismatch",
+                )
         percent = "" if canary_percent is None else f" {canary_percent}%"
         args += ["--description", f"facegate rollout {action} {model_version}{percent}"]
         values = rollout_values(storage_uri, model_version, canary_percent)

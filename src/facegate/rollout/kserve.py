@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from facegate.errors import FacegateError
 
 if TYPE_CHECKING:
+    from facegate.rollout.executor import RemoteRelease
     from facegate.rollout.helm import HelmRelease
     from facegate.serve.gallery import Gallery
 
@@ -398,7 +399,7 @@ def _rollout(
     namespace: str,
     crd_dir: str | Path | None,
     dry_run: bool,
-    release: HelmRelease | None,
+    release: HelmRelease | RemoteRelease | None,
     action: str,
 ) -> dict[str, Any]:
     if gallery is not None:  # None only for rollback: traffic goes back to a version that was serving
@@ -428,7 +429,7 @@ def canary(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    release: HelmRelease | None = None,
+    release: HelmRelease | RemoteRelease | None = None,
 ) -> dict[str, Any]:
     """Send ``percent`` % of check-ins to ``model_version``, after checking its templates exist.
 
@@ -442,7 +443,8 @@ def canary(
         namespace: Namespace.
         crd_dir: Validate against these CRDs before applying.
         dry_run: Build (and validate) only.
-        release: The Helm release to upgrade (default: ``facegate`` in ``namespace``, chart from its registry).
+        release: The Helm release to upgrade (default: ``facegate`` in ``namespace``, chart from its registry), or
+            a :class:`~facegate.rollout.executor.RemoteRelease` (the pipeline: the rollout executor upgrades it).
 
     Returns:
         The object as the cluster holds it after the upgrade (or the one that would be).
@@ -467,7 +469,7 @@ def promote(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    release: HelmRelease | None = None,
+    release: HelmRelease | RemoteRelease | None = None,
 ) -> dict[str, Any]:
     """Send 100 % of check-ins to ``model_version`` (the release's percent back to 100); templates are checked."""
     return _rollout(
@@ -484,7 +486,7 @@ def rollback(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    release: HelmRelease | None = None,
+    release: HelmRelease | RemoteRelease | None = None,
 ) -> dict[str, Any]:
     """Pin every check-in to the last rolled-out revision (``canaryTrafficPercent: 0``).
 
