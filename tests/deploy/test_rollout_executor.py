@@ -80,11 +80,14 @@ def _helm_homes(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def executor(cluster: tuple[FakeKube, dict[str, Path]], helm: Path, tmp_path: Path) -> Iterator[Path]:
-    """`facegate rollout executor` as the Deployment runs it, with the executor's identity; yields its heartbeat."""
+def executor(cluster: tuple[FakeKube, dict[str, Path]], image_helm: Path, tmp_path: Path) -> Iterator[Path]:
+    """`facegate rollout executor` as the Deployment runs it: its identity, the image's helm; yields its heartbeat.
+
+    The release was installed by helm 3 (as the playbook installs it); the image's helm 4 upgrades it.
+    """
     _, configs = cluster
     heartbeat = tmp_path / "executor-alive"
-    env = {**os.environ, "KUBECONFIG": str(configs["executor"]), "FACEGATE_HELM": str(helm),
+    env = {**os.environ, "KUBECONFIG": str(configs["executor"]), "FACEGATE_HELM": str(image_helm),
            "FACEGATE_HELM_CHART": str(CHART), "HELM_DRIVER": "secret",
            **_helm_homes(tmp_path / "executor")}  # fmt: skip
     cmd = [sys.executable, "-m", "facegate", "rollout", "executor", "--poll", "0.2", "--heartbeat", str(heartbeat)]
@@ -205,4 +208,25 @@ def test_a_bad_request_is_answered_and_changes_nothing(
         time.sleep(0.2)
     answer = json.loads(result or "{}")
     assert answer["ok"] is False and "bad_request" in answer["error"]
+    assert _served(kube) == before
+
+
+def test_a_chart_folder_of_another_version_is_refused(
+    cluster: tuple[FakeKube, dict[str, Path]], image_helm: Path, tmp_path: Path
+) -> None:
+    # The executor's chart is the one in its image: an image of another version must not upgrade the chart.
+    import shutil
+
+    from facegate.rollout.helm import HelmError, HelmRelease
+
+    kube, configs = cluster
+    chart = tmp_path / "facegate"
+    shutil.copytree(CHART, chart)
+    meta = chart / "Chart.yaml"
+    meta.write_text(meta.read_text().replace("\nversion: ", "\nversion: 9.", 1))
+    env = {"KUBECONFIG": str(configs["executor"]), **_helm_homes(tmp_path)}
+    before = _served(kube)
+    with pytest.raises(HelmError) as exc:
+        HelmRelease(helm=str(image_helm), chart=str(chart), env=env).set_model("s3://b/v3", "v3", 10, action="canary")
+    assert exc.value.code == "chart_mismatch"
     assert _served(kube) == before

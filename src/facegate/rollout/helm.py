@@ -107,6 +107,14 @@ class HelmRelease:
         """``helm history -o json``: revision, status, description, ... oldest first."""
         return list(json.loads(self._run("history", self.release, "--output", "json")))
 
+    def _history_chart_version(self) -> str | None:
+        """The deployed revision's chart version from ``helm history`` (helm 4's ``status`` JSON has no chart)."""
+        import re
+
+        deployed = [h for h in self.history() if h.get("status") == "deployed"]
+        found = re.match(r"^.*?-(\d+\.\d+\.\d+\S*)$", str(deployed[-1].get("chart") or "")) if deployed else None
+        return found.group(1) if found else None
+
     def set_model(self, storage_uri: str, model_version: str, canary_percent: int | None, *, action: str) -> int:
         """Upgrade the release with the rollout's values, every other value kept; returns the new revision.
 
@@ -118,7 +126,7 @@ class HelmRelease:
         """
         deployed = self.status()
         args = ["upgrade", self.release, self.chart, "--reuse-values", "--timeout", self.timeout]
-        version = ((deployed.get("chart") or {}).get("metadata") or {}).get("version")
+        version = ((deployed.get("chart") or {}).get("metadata") or {}).get("version") or self._history_chart_version()
         if version and not os.path.isdir(self.chart):
             args += ["--version", str(version)]  # the deployed chart, not whatever is newest
         elif version and os.path.isdir(self.chart):
