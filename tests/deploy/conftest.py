@@ -18,6 +18,8 @@ from tests.conftest import REPO, SHARED
 
 CHART = REPO / "helm" / "facegate"
 HELM = REPO / ".tools" / "bin" / "helm"
+#: The pipeline image's helm (tools/images/helm.pins): what the rollout executor runs.
+HELM_IMAGE = REPO / ".tools" / "bin" / "helm-image"
 VALIDATE_VENV = REPO / ".venv-validate" / "bin"
 VALUES_FILES = ("values.yaml", "values-dev.yaml", "values-chameleon.yaml")
 
@@ -33,6 +35,11 @@ def require_tool(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def helm() -> Path:
     return require_tool(HELM)
+
+
+@pytest.fixture(scope="session")
+def image_helm() -> Path:
+    return require_tool(HELM_IMAGE)
 
 
 @pytest.fixture(scope="session")

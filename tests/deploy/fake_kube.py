@@ -5,6 +5,10 @@ update/patch/delete of namespaced objects of the kinds it is told about, in memo
 driver keeps releases in Secrets here, so ``helm history``, ``--reuse-values`` and ``helm rollback`` run for
 real. Patches: helm sends a JSON merge patch for custom resources (the InferenceService, what these tests check)
 and a strategic merge patch for built-in kinds, approximated here by a merge patch without ``$`` directives.
+
+RBAC: given ``rbac`` (identity -> namespace -> Role rules), a request as one of those identities is allowed only
+what the rules grant (verbs, API groups, resources, resourceNames as the API server's RBAC authorizer reads them)
+and answered 403 otherwise; ``denied`` records each refusal. Other identities are unrestricted (the cluster admin).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 #: (group, version, kind, plural) served; the chart's kinds plus what helm itself stores (Secrets).
 KINDS = (
@@ -107,11 +111,36 @@ def secret_from_protobuf(data: bytes) -> dict[str, Any]:
     }  # fmt: skip
 
 
+Rules = list[dict[str, Any]]
+
+
+def allows(rules: Rules, verb: str, group: str, resource: str, name: str | None) -> bool:
+    """Whether any Role rule grants ``verb`` on ``group``/``resource`` (named ``name``).
+
+    As Kubernetes RBAC: ``*`` matches anything; a rule with resourceNames never matches a request without a name
+    (create, list, watch), which is why those verbs cannot be narrowed to names.
+    """
+    for rule in rules:
+        if not ({"*", verb} & set(rule.get("verbs") or [])):
+            continue
+        if not ({"*", group} & set(rule.get("apiGroups") or [])):
+            continue
+        if not ({"*", resource} & set(rule.get("resources") or [])):
+            continue
+        names = rule.get("resourceNames") or []
+        if names and (name is None or name not in names):
+            continue
+        return True
+    return False
+
+
 class FakeKube:
     """The server; ``objects[(plural, namespace, name)]`` is the stored state, ``url`` its address."""
 
-    def __init__(self) -> None:
+    def __init__(self, rbac: dict[str, dict[str, Rules]] | None = None) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.rbac = rbac or {}
+        self.denied: list[tuple[str, str, str, str, str | None]] = []  # (token, verb, namespace, resource, name)
         self.lock = threading.Lock()
         self._rv = 0
         kube = self
@@ -137,7 +166,7 @@ class FakeKube:
 
             def _handle(self, method: str) -> None:
                 url = urlsplit(self.path)
-                if url.path == "/openapi/v2":
+                if url.path.endswith("/openapi/v2"):
                     # An OpenAPI document without schemas (gnostic protobuf: swagger "2.0", info {title, version}):
                     # helm's validation then finds no schema for any kind and checks nothing, as for CRDs.
                     info = b"\x0a\x04fake\x12\x07v1.33.0"
@@ -148,7 +177,13 @@ class FakeKube:
                     self.end_headers()
                     self.wfile.write(data)
                     return
-                code, body = kube.handle(method, url.path, parse_qs(url.query), self._body())
+                # The identity rides in the server URL's path (kubeconfig): client-go sends no bearer token over
+                # plain HTTP, and this server speaks no TLS.
+                path, token = url.path, None
+                if path.startswith("/as/"):
+                    who, _, rest = path[4:].partition("/")
+                    path, token = "/" + rest, unquote(who)
+                code, body = kube.handle(method, path, parse_qs(url.query), self._body(), token=token)
                 self._send(code, body)
 
             def do_GET(self) -> None:
@@ -178,12 +213,12 @@ class FakeKube:
         self.server.shutdown()
         self.server.server_close()
 
-    def kubeconfig(self, namespace: str) -> str:
-        """A kubeconfig (YAML text) pointing at this server."""
+    def kubeconfig(self, namespace: str, token: str = "fake") -> str:
+        """A kubeconfig (YAML text) pointing at this server as the identity ``token``."""
         return json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": "fake"}}],
+            "clusters": [{"name": "fake", "cluster": {"server": f"{self.url}/as/{quote(token, safe='')}"}}],
+            "users": [{"name": "fake", "user": {"token": token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
         })  # fmt: skip
 
@@ -218,17 +253,29 @@ class FakeKube:
                 return 200, {"kind": "APIResourceList", "groupVersion": f"{g}/{v}" if g else v, "resources": res}
         return None
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any, token: str | None = None
+    ) -> tuple[int, Any]:
         """One request: ``(status, JSON body)``."""
         found = self._discovery(path) if method == "GET" else None
         if found is not None:
-            return found
+            return found  # discovery is open to every authenticated user (system:discovery)
         parts = path.strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1] if len(parts) > 1 else ""
         # /api/v1/namespaces/NS/PLURAL[/NAME] or /apis/G/V/namespaces/NS/PLURAL[/NAME]
         parts = parts[2:] if parts[0] == "api" else parts[3:]
         if len(parts) < 3 or parts[0] != "namespaces":
             return self._status(404, "NotFound", f"no route {path}")
         namespace, plural, name = parts[1], parts[2], parts[3] if len(parts) > 3 else None
+        if token in self.rbac:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
+            if verb is None:
+                verb = "get" if name else "watch" if (query.get("watch") or [""])[0] in ("1", "true") else "list"
+            if not allows(self.rbac[token].get(namespace, []), verb, group, plural, name):
+                with self.lock:
+                    self.denied.append((token, verb, namespace, plural, name))
+                what = f"{plural}{'.' + group if group else ''}" + (f' "{name}"' if name else "")
+                return self._status(403, "Forbidden", f'{token} cannot {verb} {what} in the namespace "{namespace}"')
         with self.lock:
             return self._crud(method, plural, namespace, name, query, body)
 

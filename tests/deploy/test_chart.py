@@ -24,9 +24,9 @@ def test_each_values_file_renders_the_serving_stack(render: Render, values: str)
     assert all(o["metadata"].get("namespace") == "facegate" for o in objects), "every object is namespaced"
 
 
-def test_inferenceservice_is_serverless_on_the_chart_runtime(render: Render) -> None:
+def test_inferenceservice_is_knative_mode_on_the_chart_runtime(render: Render) -> None:
     isvc = one(render(), "InferenceService", "facegate-verifier")
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     model = isvc["spec"]["predictor"]["model"]
     assert model["modelFormat"]["name"] == "facegate"
     assert model["runtime"] == one(render(), "ServingRuntime")["metadata"]["name"] == "facegate-openvino"
@@ -34,6 +34,21 @@ def test_inferenceservice_is_serverless_on_the_chart_runtime(render: Render) -> 
     container = one(render(), "ServingRuntime")["spec"]["containers"][0]
     # tini forwards SIGTERM to the server, which drains in-flight check-ins (the image's smoke test proves it).
     assert container["command"] + container["args"][:3] == ["tini", "--", "facegate", "serve", "--model", "/mnt/models"]
+
+
+@pytest.mark.parametrize("mode", ["Knative", "Serverless"])
+def test_a_users_legacy_serverless_mode_is_rendered_as_knative(render: Render, helm: Any, mode: str) -> None:
+    # KServe v0.20 keeps Serverless only as a deprecated alias: the chart writes the current name either way.
+    isvc = one(render("values.yaml", f"verifier.deploymentMode={mode}"), "InferenceService")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+
+
+def test_a_mode_without_canaries_is_refused_by_the_schema(helm: Any) -> None:
+    import subprocess
+
+    cmd = [str(helm), "template", "facegate", str(CHART), "--set", "verifier.deploymentMode=RawDeployment"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode != 0 and "deploymentMode" in out.stderr
 
 
 @pytest.mark.parametrize("percent", [0, 25, 100])

@@ -20,7 +20,7 @@ UPSTREAM = SHARED / "upstream"
 VERSIONS = "ansible/group_vars/all/versions.yml"
 KSERVE_ROLE = "ansible/roles/knative_kserve/tasks/main.yml"
 LOCK = "terraform/chameleon/.terraform.lock.hcl"
-PARTS = ("ansible", "helm", "manifests", "terraform", "docker", "tools/validate", "pyproject.toml")
+PARTS = ("ansible", "helm", "manifests", "terraform", "docker", "tools/validate", "tools/images", "pyproject.toml")
 
 
 def run(root: Path) -> subprocess.CompletedProcess[str]:
@@ -163,3 +163,11 @@ def test_without_the_snapshot_the_check_refuses(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "upstream snapshot not found" in result.stderr
+
+
+def test_the_pipeline_images_helm_must_be_a_helm_release_in_skew(tree: Callable[..., Path]) -> None:
+    # The rollout executor's helm (tools/images/helm.pins): a tag helm never made, and one built for Kubernetes 1.32.
+    found = failures(run(tree(("tools/images/helm.pins", r"^HELM_IMAGE_VERSION=.*$", "HELM_IMAGE_VERSION=v3.99.1"))))
+    assert "WRONG         image_helm_version=v3.99.1 (tools/images/helm.pins): helm/helm has no stable tag" in found
+    found = failures(run(tree(("tools/images/helm.pins", r"^HELM_IMAGE_VERSION=.*$", "HELM_IMAGE_VERSION=v3.17.2"))))
+    assert "WRONG         image_helm_version=v3.17.2 client-go skew: v3.17.2 (2025-03-13) go.mod" in found

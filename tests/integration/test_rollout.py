@@ -40,7 +40,7 @@ def test_canary_promote_rollback_objects_validate_against_the_kserve_crd(kserve_
         crds.validate(obj, kserve_crds)
         assert obj["apiVersion"] == "serving.kserve.io/v1beta1" and obj["kind"] == "InferenceService"
         assert obj["metadata"]["name"] == "facegate-verifier" and obj["metadata"]["namespace"] == "facegate"
-        assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+        assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
         assert obj["metadata"]["annotations"][kserve.MODEL_VERSION_KEY] == version
         model = obj["spec"]["predictor"]["model"]
         assert model == {"modelFormat": {"name": "facegate"}, "runtime": "facegate-openvino", "storageUri": uri}

@@ -5,8 +5,9 @@
 The evaluate step, with the command and arguments of `exec-evaluate` in the compiled pipelines/training.yaml
 (`sh -ec '... python3 -m kfp.dsl.executor_main ...'` with the component's source), an executor input written as
 the KFP launcher writes it, on a small held-out set (a few identities of ../shared's aligned LFW faces) and the
-OpenVINO bundle that smoke_serve.py exports. Checks the exit status and every output the step declares; prints
-one JSON object (seconds, metrics, load average). Starts and removes only its own container.
+OpenVINO bundle that smoke_serve.py exports. Checks the exit status and every output the step declares, and that
+the rollout executor's helm (tools/images/helm.pins) and chart are in the image; prints one JSON object (seconds,
+metrics, helm version, load average). Starts and removes only its own container.
 """
 
 from __future__ import annotations
@@ -82,8 +83,28 @@ def holdout(dst: Path) -> Path:
     return dst
 
 
+def executor_tools(image: str) -> str:
+    """The rollout executor's tools in ``image``: helm at the pinned version and the chart at the image's version.
+
+    Returns:
+        The helm version.
+    """
+    pins = dict(line.split("=", 1) for line in (REPO / "tools" / "images" / "helm.pins").read_text().splitlines()
+                if line and not line.startswith("#"))  # fmt: skip
+    script = "helm version --template '{{.Version}}'; echo; sed -n 's/^version: //p' /opt/facegate/chart/Chart.yaml"
+    cmd = [PODMAN, "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c", script]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603 (our own argv)
+    check(res.returncode == 0, f"helm in {image}: {(res.stdout + res.stderr)[-2000:]}")
+    helm, chart = res.stdout.split()[:2]
+    check(helm == pins["HELM_IMAGE_VERSION"], f"{image} has helm {helm}, pinned {pins['HELM_IMAGE_VERSION']}")
+    ours = (REPO / "helm" / "facegate" / "Chart.yaml").read_text().split("\nversion: ", 1)[1].split()[0]
+    check(chart == ours, f"{image} carries chart {chart}, the checkout's is {ours}")
+    return helm
+
+
 def run(image: str) -> dict[str, Any]:
     """Run the evaluate step in ``image``; returns the figures."""
+    helm = executor_tools(image)
     work = REPO / "build" / "images" / "smoke-pipeline"
     model = bundle(REPO / "build" / "images")
     faces = holdout(work / "holdout")
@@ -113,7 +134,7 @@ def run(image: str) -> dict[str, Any]:
     metrics = executor_output.get("artifacts", {}).get("metrics", {}).get("artifacts", [{}])[0].get("metadata", {})
     check("holdout_accuracy" in metrics, f"no metrics logged: {executor_output}")
     return {"image": image, "step": "evaluate", "seconds": round(secs, 1), "holdout_accuracy": metrics[
-        "holdout_accuracy"], "loadavg": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
+        "holdout_accuracy"], "helm": helm, "loadavg": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "model.storageUri": {"type": "string", "pattern": r"^(s3|gs|https?|pvc)://.+"},
     "model.version": {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"},
     "verifier.canaryTrafficPercent": {"type": "integer", "minimum": 0, "maximum": 100},
+    "verifier.deploymentMode": {"enum": ["Knative", "Serverless"]},
     "serve.liveness.model": {"type": "string", "pattern": r"^/.+"},
     "serve.liveness.threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
     "verifier.minReplicas": {"type": "integer", "minimum": 1},

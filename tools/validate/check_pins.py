@@ -9,7 +9,8 @@ What is checked, and from where:
   stack    the pins fit together, by the upstream statements recorded in index.json notes: Kubernetes minor among the
            three newest, containerd on a branch not past end of life and recommended for that Kubernetes minor,
            Knative Serving at least at its Kubernetes minimum, bundled by the pinned operator and at the minor KServe's
-           kserve-deps.env tests, helm built against a client-go within Kubernetes' skew, KFP backend = kfp SDK minor
+           kserve-deps.env tests, helm (the playbook's and the pipeline image's, tools/images/helm.pins) built
+           against a client-go within Kubernetes' skew, KFP backend = kfp SDK minor
   terraform  the OpenStack provider is pinned to one exact, tagged version
   images   image references (Dockerfile FROM lines and ARG defaults, chart values, manifests, versions.yml) whose
            project is in the snapshot are checked; the others are listed as not checkable offline
@@ -351,14 +352,8 @@ def check_stack(up: Upstream, report: Report, root: Path, versions: dict[str, An
         report.add("ok" if same else "WRONG", "kserve tested knative", f"Serving {serving} vs {tested}")
 
     # helm: the client-go it is built with within Kubernetes' skew (n-3).
-    helm = str(versions["helm_version"])
-    go = next((n for n in up.notes("helm/helm") if n.startswith(f"{helm} ") and "client-go" in n), None)
-    if go is None:
-        report.add("UNVERIFIABLE", "helm client-go skew", f"no client-go version recorded for helm {helm}")
-    else:
-        client = minor(re.search(r"client-go v([\d.]+)", go).group(1))[1] + 1  # type: ignore[union-attr]  # 0.36 -> 1.36
-        ok = 0 <= client - k8s_minor[1] <= 3 or 0 <= k8s_minor[1] - client <= 1
-        report.add("ok" if ok else "WRONG", "helm client-go skew", f"{go}; Kubernetes {k8s}")
+    helm_skew(up, report, "helm client-go skew", str(versions["helm_version"]), k8s)
+    check_image_helm(up, report, root, k8s)
 
     # KFP backend: the SDK's minor.
     sdk = (
@@ -370,6 +365,32 @@ def check_stack(up: Upstream, report: Report, root: Path, versions: dict[str, An
         backend = str(versions["kubeflow_pipelines_version"])
         same = minor(sdk.group(1)) == minor(backend)
         report.add("ok" if same else "WRONG", "kfp backend matches sdk", f"backend {backend}, SDK kfp=={sdk.group(1)}")
+
+
+def helm_skew(up: Upstream, report: Report, what: str, helm: str, k8s: str) -> None:
+    """Report whether helm ``helm``'s client-go (index.json notes) is within Kubernetes ``k8s``'s skew."""
+    go = next((n for n in up.notes("helm/helm") if n.startswith(f"{helm} ") and "client-go" in n), None)
+    if go is None:
+        report.add("UNVERIFIABLE", what, f"no client-go version recorded for helm {helm}")
+        return
+    client = minor(re.search(r"client-go v([\d.]+)", go).group(1))[1] + 1  # type: ignore[union-attr]  # 0.36 -> 1.36
+    k8s_minor = minor(k8s)[1]
+    ok = 0 <= client - k8s_minor <= 3 or 0 <= k8s_minor - client <= 1
+    report.add("ok" if ok else "WRONG", what, f"{go}; Kubernetes {k8s}")
+
+
+def check_image_helm(up: Upstream, report: Report, root: Path, k8s: str) -> None:
+    """The pipeline image's helm (tools/images/helm.pins, the rollout executor's): a stable tag, in skew."""
+    pins_file = root / "tools" / "images" / "helm.pins"
+    if not pins_file.exists():
+        return
+    pins = dict(
+        line.split("=", 1) for line in pins_file.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    helm = pins.get("HELM_IMAGE_VERSION", "")
+    what = f"image_helm_version={helm} (tools/images/helm.pins)"
+    if up.check_tag(report, what, "helm/helm", helm):
+        helm_skew(up, report, f"image_helm_version={helm} client-go skew", helm, k8s)
 
 
 def image_refs(root: Path, versions: dict[str, Any]) -> Iterator[tuple[str, str]]:

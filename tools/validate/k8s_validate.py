@@ -7,7 +7,8 @@ API server), the same one `facegate rollout --dry-run` and the pipelines use: on
 kubernetes-validate only warns (and exits 0) for kinds it has no schema for, and the API server silently prunes
 unknown fields of a CRD object, so a misspelt `canaryTraficPercent` would deploy as "no canary". Here an object
 fails when a field is unknown (like `kubectl apply --validate=strict`), when its CRD group is one we validate but
-the kind/version is not in the CRDs, or when its kind has no schema anywhere and is not in SCHEMALESS.
+the kind/version is not in the CRDs, or when its kind has no schema anywhere and is not in SCHEMALESS. It also fails
+on a deprecated spelling the pinned release still tolerates (DEPRECATED_ANNOTATIONS: KServe's old `Serverless`).
 
     python tools/validate/k8s_validate.py --crds ../shared/crds rendered.yaml [more.yaml ...]   (or - for stdin)
 """
@@ -45,8 +46,31 @@ def documents(paths: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield name, doc
 
 
+# Spellings the pinned releases only keep as deprecated aliases: (annotation, old value, current value, why).
+DEPRECATED_ANNOTATIONS = [
+    ("serving.kserve.io/deploymentMode", "Serverless", "Knative",
+     "KServe v0.16 renamed the mode; v0.20 accepts Serverless only as a deprecated alias"),
+]  # fmt: skip
+
+
+def deprecated(doc: dict[str, Any]) -> list[str]:
+    """Annotations, on the object or its InferenceService predictor, that use a deprecated spelling."""
+    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    predictor = spec.get("predictor") if isinstance(spec.get("predictor"), dict) else {}
+    found = []
+    for where, meta in (("metadata", doc.get("metadata") or {}), ("spec.predictor", predictor)):
+        annotations = meta.get("annotations") or {}
+        for key, old, new, why in DEPRECATED_ANNOTATIONS:
+            if annotations.get(key) == old:
+                found.append(f"{where}.annotations {key}: {old} is deprecated, write {new} ({why})")
+    return found
+
+
 def check(doc: dict[str, Any], crd_dir: Path, k8s_version: str) -> list[str]:
     """The problems of one object (empty when valid)."""
+    old_names = deprecated(doc)
+    if old_names:
+        return old_names
     api_version, kind = doc.get("apiVersion", ""), doc.get("kind", "")
     group = api_version.split("/")[0] if "/" in api_version else ""
     if group in CRD_GROUPS:

@@ -156,3 +156,13 @@ ends are trimmed to alphanumerics. Prometheus tells model versions apart by this
 {{- end -}}
 {{- regexReplaceAll "^[^A-Za-z0-9]+|[^A-Za-z0-9]+$" $text "" | default "unknown" -}}
 {{- end -}}
+
+{{- /*
+KServe's deployment mode annotation. KServe v0.16 renamed Serverless to Knative; v0.20 (the pinned release) still
+takes Serverless as a deprecated alias, which a later release may drop, so a user's Serverless is written as Knative
+(NOTES.txt says so) instead of being passed on.
+*/}}
+{{- define "facegate.deploymentMode" -}}
+{{- $mode := .Values.verifier.deploymentMode | default "Knative" -}}
+{{- if eq $mode "Serverless" -}}Knative{{- else -}}{{ $mode }}{{- end -}}
+{{- end }}

@@ -191,3 +191,32 @@ def rollout_status(namespace: Namespace = "facegate", name: IsvcName = "facegate
     from facegate.rollout.kserve import get_status
 
     typer.echo(json.dumps(get_status(name, namespace).to_dict(), indent=2))
+
+
+@rollout_app.command("executor")
+@_errors
+def rollout_executor(
+    namespace: Annotated[str, typer.Option(help="Serving namespace: the release's and the request ConfigMap's.")] = (
+        "facegate"
+    ),
+    configmap: Annotated[str, typer.Option(help="ConfigMap the pipeline writes rollout requests to.")] = (
+        "facegate-rollout-request"
+    ),
+    poll: Annotated[float, typer.Option(help="Seconds between looks at the ConfigMap.")] = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="Handle what is pending, then exit.")] = False,
+    heartbeat: Annotated[
+        Path | None, typer.Option(help="File touched before each look (the Deployment's liveness probe).")
+    ] = None,
+    release: Release = "facegate",
+    chart: Chart = _CHART,
+    helm: HelmBin = "helm",
+) -> None:
+    """Carry out the training pipeline's rollout requests on the Helm release (the executor Deployment's command).
+
+    The pipeline may only write a request (action, storage URI, model version, percent) into CONFIGMAP; this runs
+    the `helm upgrade --reuse-values` for it under the executor's own ServiceAccount (docs/deploy.md).
+    """
+    from facegate.rollout.executor import run_executor
+
+    run_executor(_release(release, chart, helm, namespace), configmap=configmap, poll_s=poll,
+                 max_polls=1 if once else None, heartbeat=heartbeat)  # fmt: skip

@@ -18,6 +18,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -106,6 +107,14 @@ class HelmRelease:
         """``helm history -o json``: revision, status, description, ... oldest first."""
         return list(json.loads(self._run("history", self.release, "--output", "json")))
 
+    def _history_chart_version(self) -> str | None:
+        """The deployed revision's chart version from ``helm history`` (helm 4's ``status`` JSON has no chart)."""
+        import re
+
+        deployed = [h for h in self.history() if h.get("status") == "deployed"]
+        found = re.match(r"^.*?-(\d+\.\d+\.\d+\S*)$", str(deployed[-1].get("chart") or "")) if deployed else None
+        return found.group(1) if found else None
+
     def set_model(self, storage_uri: str, model_version: str, canary_percent: int | None, *, action: str) -> int:
         """Upgrade the release with the rollout's values, every other value kept; returns the new revision.
 
@@ -117,9 +126,18 @@ class HelmRelease:
         """
         deployed = self.status()
         args = ["upgrade", self.release, self.chart, "--reuse-values", "--timeout", self.timeout]
-        version = ((deployed.get("chart") or {}).get("metadata") or {}).get("version")
+        version = ((deployed.get("chart") or {}).get("metadata") or {}).get("version") or self._history_chart_version()
         if version and not os.path.isdir(self.chart):
             args += ["--version", str(version)]  # the deployed chart, not whatever is newest
+        elif version and os.path.isdir(self.chart):
+            # A chart folder (the executor's image carries one) must be the deployed version: never an upgrade.
+            local = (yaml.safe_load((Path(self.chart) / "Chart.yaml").read_text()) or {}).get("version")
+            if local is not None and str(local) != str(version):
+                raise HelmError(
+                    f"chart {self.chart} is version {local} but the release runs {version}: a rollout does not "
+                    "upgrade the chart (use the chart of the deployed version)",
+                    code="chart_mismatch",
+                )
         percent = "" if canary_percent is None else f" {canary_percent}%"
         args += ["--description", f"facegate rollout {action} {model_version}{percent}"]
         values = rollout_values(storage_uri, model_version, canary_percent)

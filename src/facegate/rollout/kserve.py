@@ -2,7 +2,7 @@
 
 One object, ``facegate-verifier`` in namespace ``facegate`` (the names the Helm chart uses), serves the kiosks. Its
 predictor is the ``facegate-openvino`` ServingRuntime loading the bundle at ``storageUri``. A rollout is a change
-of that one object, as KServe's canary model works (Serverless mode, i.e. Knative revisions):
+of that one object, as KServe's canary model works (Knative mode, i.e. Knative revisions):
 
 - **canary** ``P``: the new ``storageUri`` with ``canaryTrafficPercent: P``; KServe creates a revision for it and
   sends it P % of requests, the rest staying on the last rolled-out revision;
@@ -11,7 +11,10 @@ of that one object, as KServe's canary model works (Serverless mode, i.e. Knativ
   rolled-out revision (changing ``storageUri`` back would instead start yet another revision).
 
 Canaries need Knative, so the deployment mode is set explicitly (a cluster defaulting to RawDeployment would
-otherwise ignore the canary field). The Helm release owns the object: :func:`canary`, :func:`promote` and
+otherwise ignore the canary field). The mode is ``Knative``, its name since KServe v0.16; the older ``Serverless``
+is only a deprecated alias in v0.20 (the pinned release), so :func:`deployment_mode` turns a caller's
+``Serverless`` into ``Knative`` with a warning rather than writing a name a later KServe may drop.
+The Helm release owns the object: :func:`canary`, :func:`promote` and
 :func:`rollback` change the release's values (:mod:`facegate.rollout.helm`, ``helm upgrade --reuse-values``), so a
 later ``helm upgrade`` keeps the model and ``helm history`` records each step; the chart renders exactly the fields
 :func:`inference_service` builds here (``--dry-run`` prints them). :func:`apply` (server-side apply as field manager
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from facegate.errors import FacegateError
 
 if TYPE_CHECKING:
+    from facegate.rollout.executor import RemoteRelease
     from facegate.rollout.helm import HelmRelease
     from facegate.serve.gallery import Gallery
 
@@ -45,6 +49,7 @@ __all__ = [
     "RolloutError",
     "apply",
     "canary",
+    "deployment_mode",
     "get_status",
     "inference_service",
     "model_version_label",
@@ -67,6 +72,10 @@ FIELD_MANAGER = "facegate"
 MODEL_VERSION_KEY = "facegate.io/model-version"
 STORAGE_URI_KEY = "facegate.io/storage-uri"
 DEPLOYMENT_MODE_KEY = "serving.kserve.io/deploymentMode"
+#: KServe's name (v0.16+) for the mode with Knative revisions, the one canaryTrafficPercent works in.
+DEPLOYMENT_MODE = "Knative"
+#: The pre-v0.16 name of the same mode: still accepted by KServe v0.20 as a deprecated alias.
+LEGACY_DEPLOYMENT_MODE = "Serverless"
 
 
 class RolloutError(FacegateError):
@@ -89,6 +98,27 @@ def model_version_label(model_version: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", text) or "unknown"
 
 
+def deployment_mode(mode: str = DEPLOYMENT_MODE) -> str:
+    """The deployment mode to write: ``Knative``; a user's legacy ``Serverless`` is mapped to it with a warning.
+
+    Raises:
+        RolloutError: ``bad_mode`` for any other mode (RawDeployment ignores ``canaryTrafficPercent``).
+    """
+    if mode == LEGACY_DEPLOYMENT_MODE:
+        import warnings
+
+        warnings.warn(
+            "deploymentMode 'Serverless' is KServe's pre-v0.16 name, a deprecated alias in v0.20: writing 'Knative'",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return DEPLOYMENT_MODE
+    if mode != DEPLOYMENT_MODE:
+        msg = f"deployment mode {mode!r} cannot run canaries: use {DEPLOYMENT_MODE!r} (Knative revisions)"
+        raise RolloutError(msg, code="bad_mode")
+    return mode
+
+
 def inference_service(
     storage_uri: str,
     model_version: str,
@@ -96,6 +126,7 @@ def inference_service(
     canary_percent: int | None = None,
     name: str = DEFAULT_NAME,
     namespace: str = DEFAULT_NAMESPACE,
+    mode: str = DEPLOYMENT_MODE,
 ) -> dict[str, Any]:
     """The InferenceService fields a rollout owns, for ``storage_uri`` (a facegate bundle), optionally as a canary.
 
@@ -108,10 +139,12 @@ def inference_service(
         canary_percent: ``spec.predictor.canaryTrafficPercent`` (0-100), or ``None`` for no canary field.
         name: Object name.
         namespace: Namespace.
+        mode: KServe deployment mode (``Knative``; the legacy ``Serverless`` is mapped, see :func:`deployment_mode`).
 
     Returns:
         The object as a plain dict.
     """
+    mode = deployment_mode(mode)
     if canary_percent is not None and not 0 <= canary_percent <= 100:
         raise RolloutError(f"canary percent must be 0-100, got {canary_percent}", code="bad_percent")
     label = model_version_label(model_version)
@@ -131,7 +164,7 @@ def inference_service(
             "namespace": namespace,
             "labels": {MODEL_VERSION_KEY: label},
             "annotations": {
-                DEPLOYMENT_MODE_KEY: "Serverless",
+                DEPLOYMENT_MODE_KEY: mode,
                 MODEL_VERSION_KEY: model_version,
                 STORAGE_URI_KEY: storage_uri,
             },
@@ -366,7 +399,7 @@ def _rollout(
     namespace: str,
     crd_dir: str | Path | None,
     dry_run: bool,
-    release: HelmRelease | None,
+    release: HelmRelease | RemoteRelease | None,
     action: str,
 ) -> dict[str, Any]:
     if gallery is not None:  # None only for rollback: traffic goes back to a version that was serving
@@ -396,7 +429,7 @@ def canary(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    release: HelmRelease | None = None,
+    release: HelmRelease | RemoteRelease | None = None,
 ) -> dict[str, Any]:
     """Send ``percent`` % of check-ins to ``model_version``, after checking its templates exist.
 
@@ -410,7 +443,8 @@ def canary(
         namespace: Namespace.
         crd_dir: Validate against these CRDs before applying.
         dry_run: Build (and validate) only.
-        release: The Helm release to upgrade (default: ``facegate`` in ``namespace``, chart from its registry).
+        release: The Helm release to upgrade (default: ``facegate`` in ``namespace``, chart from its registry), or
+            a :class:`~facegate.rollout.executor.RemoteRelease` (the pipeline: the rollout executor upgrades it).
 
     Returns:
         The object as the cluster holds it after the upgrade (or the one that would be).
@@ -435,7 +469,7 @@ def promote(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    release: HelmRelease | None = None,
+    release: HelmRelease | RemoteRelease | None = None,
 ) -> dict[str, Any]:
     """Send 100 % of check-ins to ``model_version`` (the release's percent back to 100); templates are checked."""
     return _rollout(
@@ -452,7 +486,7 @@ def rollback(
     namespace: str = DEFAULT_NAMESPACE,
     crd_dir: str | Path | None = None,
     dry_run: bool = False,
-    release: HelmRelease | None = None,
+    release: HelmRelease | RemoteRelease | None = None,
 ) -> dict[str, Any]:
     """Pin every check-in to the last rolled-out revision (``canaryTrafficPercent: 0``).
 

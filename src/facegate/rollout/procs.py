@@ -20,7 +20,18 @@ from types import TracebackType
 
 from facegate.errors import FacegateError
 
-__all__ = ["ServeProcess", "free_port"]
+__all__ = ["ServeProcess", "free_port", "stop_process"]
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM ``proc`` (this one process, by its handle), SIGKILL it after ``grace_s`` seconds; reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def free_port() -> int:
@@ -151,13 +162,8 @@ class ServeProcess:
 
     def stop(self) -> None:
         """SIGTERM the server (this process only, by its handle), SIGKILL after 15 s; remove a temporary log."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
         if self._own_log:
             self.log_path.unlink(missing_ok=True)
 

@@ -5,14 +5,29 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facegate.pipeline.failures import records_failure
 from facegate.pipeline.steps._common import MetricsSink, _log, _say, _settings
+
+if TYPE_CHECKING:
+    from facegate.rollout.executor import RemoteRelease
 
 
 def _crd_dir() -> str | None:
     """CRDs to validate rollout objects against before they leave (``FACEGATE_CRD_DIR``; none in a pod)."""
     return os.environ.get("FACEGATE_CRD_DIR") or None
+
+
+def _cluster_release() -> RemoteRelease:
+    """The release as the pipeline may change it: through the rollout executor, never with helm in this pod.
+
+    The pipeline runner holds no rights on the release (its Secrets sit beside the gallery keys); it writes a
+    request the executor in the serving namespace carries out (:mod:`facegate.rollout.executor`).
+    """
+    from facegate.rollout.executor import RemoteRelease
+
+    return RemoteRelease()
 
 
 @records_failure
@@ -44,8 +59,9 @@ def canary_step(model: str, percent: int, *, target: str = "local", manifest_pat
     Args:
         model: ``models:/`` URI of the challenger.
         percent: Share of kiosk traffic for the canary.
-        target: ``cluster`` applies the KServe ``InferenceService`` (server-side apply); ``local`` only builds and
-            validates it (a laptop has no KServe; the canary is then played locally by :func:`analyze_canary_step`).
+        target: ``cluster`` asks the rollout executor to upgrade the Helm release with the canary's values;
+            ``local`` only builds and validates the ``InferenceService`` (a laptop has no KServe; the canary is
+            then played locally by :func:`analyze_canary_step`).
         manifest_path: Output: the ``InferenceService`` YAML.
 
     Returns:
@@ -70,6 +86,7 @@ def canary_step(model: str, percent: int, *, target: str = "local", manifest_pat
         baseline_version=baseline,
         dry_run=target != "cluster",
         crd_dir=_crd_dir(),
+        release=_cluster_release() if target == "cluster" else None,
     )
     text = to_yaml(obj)
     if manifest_path:
@@ -136,10 +153,12 @@ def finish_rollout_step(decision: str, model: str, *, target: str = "local") -> 
     settings = _settings()
     v = get_version(model, home=settings.home)
     dry = target != "cluster"
+    release = _cluster_release() if not dry else None
     if decision == "promote":
-        promote(v.storage_uri, v.model_version, gallery=settings.gallery_url(), dry_run=dry, crd_dir=_crd_dir())
+        promote(v.storage_uri, v.model_version, gallery=settings.gallery_url(), dry_run=dry, crd_dir=_crd_dir(),
+                release=release)  # fmt: skip
     else:
-        rollback(v.storage_uri, v.model_version, dry_run=dry, crd_dir=_crd_dir())
+        rollback(v.storage_uri, v.model_version, dry_run=dry, crd_dir=_crd_dir(), release=release)
     if decision == "promote":
         name = parse_model_uri(model)[0]
         set_alias(name, "champion", v.version, home=settings.home)
