@@ -39,6 +39,7 @@ from facegate.bundles import load_embedder
 from facegate.config import Settings
 from facegate.data.imageio import SERVE_FORMATS, ImageLimits, PixelBudget, decode_image, decoded_pixels
 from facegate.errors import FaceError, FacegateError, ImageError
+from facegate.faces.detect import YuNetDetector
 from facegate.faces.liveness import LivenessChecker, liveness_from_settings
 from facegate.faces.pipeline import (
     AlignMode,
@@ -67,6 +68,7 @@ __all__ = [
     "VerifierModel",
     "build_runtime",
     "plain_request_id",
+    "serve_aligner",
 ]
 
 log = logging.getLogger("facegate.serve")
@@ -80,6 +82,8 @@ MAX_EMBED_IMAGES = 64
 #: at no cost on CPU (16 faces: 159 ms in slices of 4, 183 ms in one pass, same run, load average 9).
 FORWARD_SLICE = 4
 LOW_QUALITY = {"face_too_small", "blurry"}
+#: ``detector.max_side`` 0 (no downscaling) as a retry side: larger than any decodable image side.
+RETRY_UNBOUNDED = 1 << 30
 
 
 class UnknownStudentError(FacegateError):
@@ -144,7 +148,7 @@ class Runtime:
         """This thread's aligner: OpenCV's detector keeps per-call state and must not be shared by threads."""
         al: FaceAligner | None = getattr(self._local, "aligner", None)
         if al is None:
-            al = aligner_from_settings(self.settings, multiple="reject")
+            al = serve_aligner(self.settings)
             self._local.aligner = al
         return al
 
@@ -179,6 +183,28 @@ def _bulk_executor(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="facegate-bulk", initializer=_lower_priority)
 
 
+def serve_aligner(settings: Settings) -> FaceAligner:
+    """The server's aligner: the kiosk policy (a second large face is refused), detecting at ``serve.detect_max_side``.
+
+    Detection runs on the image downscaled to that side when it is larger (``detector.max_side`` when smaller or
+    ``serve.detect_max_side`` is 0), and again at ``detector.max_side`` when nothing was found; the landmarks are
+    mapped back and the face is aligned from the full image.
+    """
+    det, side = settings.detector, settings.serve.detect_max_side
+    aligner = aligner_from_settings(settings, multiple="reject")
+    if side and (det.max_side == 0 or side < det.max_side) and isinstance(aligner.detector, YuNetDetector):
+        aligner.detector.max_side, aligner.detector.retry_side = side, det.max_side or RETRY_UNBOUNDED
+    return aligner
+
+
+def set_opencv_threads(threads: int) -> None:
+    """OpenCV's threads per call, process-wide (0 leaves OpenCV's default); see ``serve.opencv_threads``."""
+    if threads:
+        import cv2
+
+        cv2.setNumThreads(threads)
+
+
 def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery | None = None) -> Runtime:
     """Load the model and open the gallery for serving.
 
@@ -187,6 +213,7 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         model: Registered name or bundle directory (``settings.model`` when omitted).
         gallery: An open gallery (opened from ``settings.gallery_url()`` when omitted).
     """
+    set_opencv_threads(settings.serve.opencv_threads)  # before any detector runs
     embedder = SerialEmbedder(load_embedder(model or settings.model))
     gallery = gallery or Gallery(settings.gallery_url())
     set_student_tag_key(gallery.keys.derive("log-student-tags"))
