@@ -1,13 +1,17 @@
 """End-to-end verifier benchmark: `facegate serve` as a real process on 127.0.0.1, driven over HTTP.
 
 1. **Latency**: one kiosk sends a 640x480 JPEG check-in photo again and again, as JSON (base64) and as the binary
-   tensor extension; each round also runs the same pipeline in-process (decode + detect + align + embed + compare,
-   no server), the peer, so the HTTP/in-process p50 ratio is measured in the same run on the same (shared) machine.
+   tensor extension, on one raw keep-alive connection (``http.client``: the client's own CPU is small on a 2-core
+   machine), followed each time by a ``GET /v2/health/live`` on the same connection (the round trip with no work
+   behind it, ``trivial_round_trip_p50_ms``); each round also runs the same pipeline in-process with the server's
+   settings (decode + detect + align + embed + compare, no server), the peer, so the HTTP/in-process p50 ratio is
+   measured in the same run on the same (shared) machine.
    Beside it, the **stage breakdown** from the server's own stage timers (``facegate_stage_seconds`` on its metrics
    port: mean ms per request of read body, parse, auth, decode, detect, align, queue, embed, compare, audit,
    serialise, and the server's total).
-2. **Throughput**: 8 concurrent clients (one key each) for ``--duration`` seconds in all, in ``--slices`` turns;
-   requests/s, errors and the server's RSS.
+2. **Throughput**: 8 concurrent clients (one key and one keep-alive connection each, the JSON body encoded once) for
+   ``--duration`` seconds in all, in ``--slices`` turns; requests/s, errors, the server's RSS and the clients' own
+   CPU per request (they share the machine with the server).
 
 With ``--baseline-src`` (the ``src`` folder of another checkout, e.g. ``git archive main src | tar -x -C
 /tmp/fg-main``), a server running that code is started beside this one and every measurement alternates between

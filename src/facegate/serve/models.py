@@ -427,7 +427,9 @@ class VerifierModel(_FacegateModel):
         # One hand-off to a worker thread for all of it (each hand-off is a wake-up of two threads): the batcher
         # counts this check-in as coming, so a batch being formed waits for it and a lone one does not wait.
         with rt.batcher.coming():
-            face, reason, message, template, bins = await rt.run(self._prepare, values["image"][0], student_id, version)
+            face, embedding, reason, message, template, bins = await rt.run(
+                self._prepare, values["image"][0], student_id, version
+            )
         if template is None:
             DECISIONS.labels("reject", "unknown_student", version).inc()
             count_checkin(kiosk, "reject")
@@ -439,17 +441,22 @@ class VerifierModel(_FacegateModel):
             )  # fmt: skip
             raise UnknownStudentError(f"no enrolled template for this student and model version {version}")
         return _Check(
-            protocol, rid, kiosk, student_id, template, started, face, reason=reason, message=message, bins=bins
-        )
+            protocol, rid, kiosk, student_id, template, started, face, embedding, reason=reason, message=message,
+            bins=bins,
+        )  # fmt: skip
 
     def _prepare(
         self, data: bytes, student_id: str, version: str
-    ) -> tuple[np.ndarray | None, str | None, str, np.ndarray | None, dict[str, str]]:
-        """Decode, detect, align, check liveness, then look the template up.
+    ) -> tuple[np.ndarray | None, np.ndarray | None, str | None, str, np.ndarray | None, dict[str, str]]:
+        """Decode, detect, align, check liveness, embed when this check-in is alone, then look the template up.
+
+        A lone check-in (no other on its way, no batch forming or running) is embedded here, on the thread that
+        aligned it (:meth:`MicroBatcher.embed_here`); otherwise ``predict`` sends it through the micro-batcher.
 
         Returns:
-            ``(face, reason, message, template, bins)``: ``bins`` are the photo's covariate bins for the serving
-            counters (:mod:`facegate.serve.covariate_metrics`).
+            ``(face, embedding, reason, message, template, bins)``: ``embedding`` is ``None`` when the face is left
+            for the batcher; ``bins`` are the photo's covariate bins for the serving counters
+            (:mod:`facegate.serve.covariate_metrics`).
         """
         rt = self.runtime
         image = self._image(data, "image", PixelBudget(rt.settings.serve.max_request_pixels))
@@ -467,7 +474,8 @@ class VerifierModel(_FacegateModel):
             message = exc.message
         bins = covariate_metrics.measure_request(image, crop)
         del image
-        return face, reason, message, rt.gallery.template(student_id, version), bins
+        embedding = rt.batcher.embed_here(face[None])[0] if face is not None and rt.batcher.alone() else None
+        return face, embedding, reason, message, rt.gallery.template(student_id, version), bins
 
     def _live(self, checker: LivenessChecker, image: np.ndarray, box: tuple[float, float, float, float]) -> bool:
         t0 = time.perf_counter()
@@ -477,8 +485,8 @@ class VerifierModel(_FacegateModel):
             STAGE_SECONDS.labels("liveness", self.runtime.embedder.name).observe(time.perf_counter() - t0)
 
     async def predict(self, check: _Check, headers: dict[str, str] | None = None) -> _Check:
-        """Embed the aligned face through the micro-batcher."""
-        if check.face is not None:
+        """Embed the aligned face through the micro-batcher (unless it was embedded alone, in ``preprocess``)."""
+        if check.face is not None and check.embedding is None:
             check.embedding = (await self.runtime.batcher.embed(check.face[None]))[0]
         return check
 
