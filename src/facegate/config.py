@@ -88,6 +88,15 @@ class ServeSettings(_Frozen):
     max_batch: int = Field(16, ge=1, le=256)
     batch_wait_ms: float = Field(2.0, ge=0.0, le=200.0)
     preprocess_threads: int = Field(4, ge=1, le=64)
+    #: Longest side at which the server's detector runs (0: ``detector.max_side``). A kiosk's face fills much of a
+    #: 640x480 frame: YuNet finds it as well at 320x240 for a quarter of the work, and the face is still aligned
+    #: from the full-resolution image (the landmarks are mapped back). Same decisions and scores within 0.01 on
+    #: the test photos: docs/performance-serving.md.
+    detect_max_side: int = Field(320, ge=0)
+    #: OpenCV's threads per call, process-wide (0: OpenCV's default, one per core). Check-ins already run in
+    #: parallel on the preprocess threads; OpenCV's own pool on top of them busy-waits after every call
+    #: (sched_yield), taking the core that the event loop and the embedder need.
+    opencv_threads: int = Field(1, ge=0, le=64)
     #: Run a synthetic check-in on every preprocess thread before readiness, so the first kiosk is not the one that
     #: pays for the detector's creation and the first forward passes (facegate.serve.warmup).
     warmup: bool = True

@@ -84,6 +84,31 @@ def test_direct_route_answers_as_kserve_does_and_times_every_stage(photos, tmp_p
     assert after["detect"] - before["detect"] == 3 and after["align"] - before["align"] == 3
 
 
+def test_a_lone_check_in_is_embedded_on_the_thread_that_aligned_it(photos, tmp_path):
+    """No hand-off to the batcher's thread and back for a check-in with no company (two thread wake-ups saved)."""
+    runtime, keys, settings = _runtime(tmp_path)
+    gate = create_app(settings, runtime, keys)  # type: ignore[arg-type]
+    names: list[str] = []
+    inner = runtime.embedder.inner  # type: ignore[attr-defined]
+    real = inner._forward
+
+    def recording(faces):  # type: ignore[no-untyped-def]
+        names.append(threading.current_thread().name.rsplit("_", 1)[0])
+        return real(faces)
+
+    inner._forward = recording
+    kiosk = {"Authorization": f"Bearer {keys.create('kiosk-1')}"}
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    enrol = [(photos / "train" / "obama" / n).read_bytes() for n in ("obama.jpg", "obama2.jpg")]
+    with TestClient(gate) as client:
+        body = {"photos": [base64.b64encode(p).decode() for p in enrol]}
+        assert client.put("/admin/v1/students/S1", json=body, headers=admin).status_code == 200
+        names.clear()
+        r = client.post("/v2/models/verifier/infer", json=verify_request(enrol[0], "S1"), headers=kiosk)
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == ["accept"]
+    assert names == ["facegate-pre"]  # embedded where it was aligned, once
+
+
 def test_warm_up_runs_on_every_preprocess_thread_and_records_nothing(tmp_path, monkeypatch):
     threads: set[int] = set()
     names: set[str] = set()

@@ -64,6 +64,48 @@ def test_batcher_waits_only_for_requests_on_their_way():
     assert emb.batches[1:] == [2]  # the announced one joined the batch instead of going alone
 
 
+def test_a_lone_check_in_is_embedded_on_its_own_thread_and_company_is_batched():
+    """``alone()`` only for the one caller on its way with nothing queued or running; ``embed_here`` runs there."""
+    started, release = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    class Blocking(_Counting):
+        def _forward(self, faces: np.ndarray) -> np.ndarray:
+            threads.append(threading.current_thread().name)
+            if faces[0, 0, 0, 0] == 7:  # the batch held open, to look at the batcher while it runs
+                started.set()
+                release.wait(30)
+            return super()._forward(faces)
+
+    emb = Blocking()
+    batcher = MicroBatcher(emb, max_batch=8, max_wait_s=0.0)
+    face = np.zeros((1, 112, 112, 3), np.uint8)
+    held = face.copy()
+    held[0, 0, 0, 0] = 7
+
+    async def scenario() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        seen = []
+        with batcher.coming():  # one check-in on its way, asking from its preprocess thread
+            seen.append(await loop.run_in_executor(None, batcher.alone))
+            out = await loop.run_in_executor(None, batcher.embed_here, face)
+            assert out.shape == (1, 4)
+        with batcher.coming(), batcher.coming():  # two on their way: they should share a batch
+            seen.append(await loop.run_in_executor(None, batcher.alone))
+        running = asyncio.ensure_future(batcher.embed(held))
+        await loop.run_in_executor(None, started.wait, 30)
+        with batcher.coming():  # a batch is being embedded: join the next one rather than wait for the lock
+            seen.append(await loop.run_in_executor(None, batcher.alone))
+        release.set()
+        await asyncio.wait_for(running, 30)
+        return seen
+
+    seen = asyncio.run(scenario())
+    batcher.close()
+    assert seen == [True, False, False]
+    assert threads[0].startswith("asyncio") and threads[1].startswith("facegate-embed")  # caller's thread, worker's
+
+
 @pytest.fixture
 def gallery(tmp_path):  # type: ignore[no-untyped-def]
     return Gallery(f"sqlite:///{tmp_path / 'g.db'}", KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate()}))

@@ -138,6 +138,9 @@ class YuNetDetector(Detector):
         score_threshold: Minimum confidence.
         nms_threshold: Non-maximum suppression IoU.
         max_side: Longest side at which detection runs (0 disables downscaling).
+        retry_side: When nothing is found at ``max_side``, look once more at this longest side (0: no second look;
+            ignored unless larger than ``max_side``). The server detects at 320 px and retries at 640: a face so
+            close to the camera that it overflows the frame is found at the larger size only.
     """
 
     name = "yunet"
@@ -149,6 +152,7 @@ class YuNetDetector(Detector):
         score_threshold: float = 0.7,
         nms_threshold: float = 0.3,
         max_side: int = 640,
+        retry_side: int = 0,
     ) -> None:
         if model_path is None:
             path = packaged_model_path(YUNET_FILE)
@@ -161,6 +165,7 @@ class YuNetDetector(Detector):
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_side = max_side
+        self.retry_side = retry_side
         # FaceDetectorYN keeps per-input-size state; one instance per thread keeps detect() thread-safe.
         self._local = threading.local()
 
@@ -187,11 +192,19 @@ class YuNetDetector(Detector):
         """Detect faces in an RGB uint8 image (see :meth:`Detector.detect`)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        h, w = image.shape[:2]
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        found = self._detect_at(bgr, self.max_side)
+        longest = max(image.shape[:2])
+        if not found and self.max_side and self.retry_side > self.max_side and longest > self.max_side:
+            found = self._detect_at(bgr, self.retry_side)
+        return found
+
+    def _detect_at(self, bgr: np.ndarray, max_side: int) -> list[Detection]:
+        """Detections in a BGR image, detecting at ``max_side`` at most (0: the image's own size)."""
+        h, w = bgr.shape[:2]
+        scale = 1.0
+        if max_side and max(h, w) > max_side:
+            scale = max_side / max(h, w)
         if scale != 1.0:
             bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         net = self._net()

@@ -39,6 +39,7 @@ from facegate.bundles import load_embedder
 from facegate.config import Settings
 from facegate.data.imageio import SERVE_FORMATS, ImageLimits, PixelBudget, decode_image, decoded_pixels
 from facegate.errors import FaceError, FacegateError, ImageError
+from facegate.faces.detect import YuNetDetector
 from facegate.faces.liveness import LivenessChecker, liveness_from_settings
 from facegate.faces.pipeline import (
     AlignMode,
@@ -67,6 +68,7 @@ __all__ = [
     "VerifierModel",
     "build_runtime",
     "plain_request_id",
+    "serve_aligner",
 ]
 
 log = logging.getLogger("facegate.serve")
@@ -80,6 +82,8 @@ MAX_EMBED_IMAGES = 64
 #: at no cost on CPU (16 faces: 159 ms in slices of 4, 183 ms in one pass, same run, load average 9).
 FORWARD_SLICE = 4
 LOW_QUALITY = {"face_too_small", "blurry"}
+#: ``detector.max_side`` 0 (no downscaling) as a retry side: larger than any decodable image side.
+RETRY_UNBOUNDED = 1 << 30
 
 
 class UnknownStudentError(FacegateError):
@@ -144,7 +148,7 @@ class Runtime:
         """This thread's aligner: OpenCV's detector keeps per-call state and must not be shared by threads."""
         al: FaceAligner | None = getattr(self._local, "aligner", None)
         if al is None:
-            al = aligner_from_settings(self.settings, multiple="reject")
+            al = serve_aligner(self.settings)
             self._local.aligner = al
         return al
 
@@ -179,6 +183,28 @@ def _bulk_executor(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="facegate-bulk", initializer=_lower_priority)
 
 
+def serve_aligner(settings: Settings) -> FaceAligner:
+    """The server's aligner: the kiosk policy (a second large face is refused), detecting at ``serve.detect_max_side``.
+
+    Detection runs on the image downscaled to that side when it is larger (``detector.max_side`` when smaller or
+    ``serve.detect_max_side`` is 0), and again at ``detector.max_side`` when nothing was found; the landmarks are
+    mapped back and the face is aligned from the full image.
+    """
+    det, side = settings.detector, settings.serve.detect_max_side
+    aligner = aligner_from_settings(settings, multiple="reject")
+    if side and (det.max_side == 0 or side < det.max_side) and isinstance(aligner.detector, YuNetDetector):
+        aligner.detector.max_side, aligner.detector.retry_side = side, det.max_side or RETRY_UNBOUNDED
+    return aligner
+
+
+def set_opencv_threads(threads: int) -> None:
+    """OpenCV's threads per call, process-wide (0 leaves OpenCV's default); see ``serve.opencv_threads``."""
+    if threads:
+        import cv2
+
+        cv2.setNumThreads(threads)
+
+
 def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery | None = None) -> Runtime:
     """Load the model and open the gallery for serving.
 
@@ -187,6 +213,7 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         model: Registered name or bundle directory (``settings.model`` when omitted).
         gallery: An open gallery (opened from ``settings.gallery_url()`` when omitted).
     """
+    set_opencv_threads(settings.serve.opencv_threads)  # before any detector runs
     embedder = SerialEmbedder(load_embedder(model or settings.model))
     gallery = gallery or Gallery(settings.gallery_url())
     set_student_tag_key(gallery.keys.derive("log-student-tags"))
@@ -400,7 +427,9 @@ class VerifierModel(_FacegateModel):
         # One hand-off to a worker thread for all of it (each hand-off is a wake-up of two threads): the batcher
         # counts this check-in as coming, so a batch being formed waits for it and a lone one does not wait.
         with rt.batcher.coming():
-            face, reason, message, template, bins = await rt.run(self._prepare, values["image"][0], student_id, version)
+            face, embedding, reason, message, template, bins = await rt.run(
+                self._prepare, values["image"][0], student_id, version
+            )
         if template is None:
             DECISIONS.labels("reject", "unknown_student", version).inc()
             count_checkin(kiosk, "reject")
@@ -412,17 +441,22 @@ class VerifierModel(_FacegateModel):
             )  # fmt: skip
             raise UnknownStudentError(f"no enrolled template for this student and model version {version}")
         return _Check(
-            protocol, rid, kiosk, student_id, template, started, face, reason=reason, message=message, bins=bins
-        )
+            protocol, rid, kiosk, student_id, template, started, face, embedding, reason=reason, message=message,
+            bins=bins,
+        )  # fmt: skip
 
     def _prepare(
         self, data: bytes, student_id: str, version: str
-    ) -> tuple[np.ndarray | None, str | None, str, np.ndarray | None, dict[str, str]]:
-        """Decode, detect, align, check liveness, then look the template up.
+    ) -> tuple[np.ndarray | None, np.ndarray | None, str | None, str, np.ndarray | None, dict[str, str]]:
+        """Decode, detect, align, check liveness, embed when this check-in is alone, then look the template up.
+
+        A lone check-in (no other on its way, no batch forming or running) is embedded here, on the thread that
+        aligned it (:meth:`MicroBatcher.embed_here`); otherwise ``predict`` sends it through the micro-batcher.
 
         Returns:
-            ``(face, reason, message, template, bins)``: ``bins`` are the photo's covariate bins for the serving
-            counters (:mod:`facegate.serve.covariate_metrics`).
+            ``(face, embedding, reason, message, template, bins)``: ``embedding`` is ``None`` when the face is left
+            for the batcher; ``bins`` are the photo's covariate bins for the serving counters
+            (:mod:`facegate.serve.covariate_metrics`).
         """
         rt = self.runtime
         image = self._image(data, "image", PixelBudget(rt.settings.serve.max_request_pixels))
@@ -440,7 +474,8 @@ class VerifierModel(_FacegateModel):
             message = exc.message
         bins = covariate_metrics.measure_request(image, crop)
         del image
-        return face, reason, message, rt.gallery.template(student_id, version), bins
+        embedding = rt.batcher.embed_here(face[None])[0] if face is not None and rt.batcher.alone() else None
+        return face, embedding, reason, message, rt.gallery.template(student_id, version), bins
 
     def _live(self, checker: LivenessChecker, image: np.ndarray, box: tuple[float, float, float, float]) -> bool:
         t0 = time.perf_counter()
@@ -450,8 +485,8 @@ class VerifierModel(_FacegateModel):
             STAGE_SECONDS.labels("liveness", self.runtime.embedder.name).observe(time.perf_counter() - t0)
 
     async def predict(self, check: _Check, headers: dict[str, str] | None = None) -> _Check:
-        """Embed the aligned face through the micro-batcher."""
-        if check.face is not None:
+        """Embed the aligned face through the micro-batcher (unless it was embedded alone, in ``preprocess``)."""
+        if check.face is not None and check.embedding is None:
             check.embedding = (await self.runtime.batcher.embed(check.face[None]))[0]
         return check
 
