@@ -11,7 +11,7 @@ on the same machine minutes apart; the load average is recorded before and after
 
 Prints one JSON object. Usage::
 
-    python bench/eval_bench.py              # all 6,000 pairs (the README figure; ~10 min on a quiet 2-core box)
+    python bench/eval_bench.py              # all 6,000 pairs (the README figure; ~4 min on a quiet 2-core box)
     python bench/eval_bench.py --limit 600  # 600 pairs spread over all ten folds (a quick ratio)
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import REPO, SHARED, loadavg, machine, require
+from _common import REPO, SHARED, emit, loadavg, require
 
 from facegate.data.pairs import PairSet, load_pairs
 from facegate.evaluate.metrics import compute_metrics
@@ -53,7 +53,7 @@ def run_cli(pairs: Path, images: Path, home: Path, out: Path) -> dict[str, objec
     subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
     m = json.loads((out / "metrics.json").read_text())
-    keep = ("accuracy", "threshold", "n_images", "n_embedded", "n_cached", "n_failed_pairs")
+    keep = ("accuracy", "threshold", "precision", "n_images", "n_embedded", "n_cached", "n_failed_pairs")
     return {"seconds": round(seconds, 2), **{k: m[k] for k in keep}}
 
 
@@ -100,24 +100,19 @@ def main() -> None:
         peer = run_peer(pairs)
         warm = run_cli(pairs_file, lfw, work / "home", work / "warm")
     cold_s, warm_s, peer_s = float(cold["seconds"]), float(warm["seconds"]), float(peer["seconds"])  # type: ignore[arg-type]
-    print(
-        json.dumps(
-            {
-                "benchmark": "LFW protocol: `facegate evaluate --model sface` vs one-at-a-time OpenCV SFace (classic)",
-                "pairs": len(pairs),
-                "images": len(pairs.image_keys()),
-                "facegate_cold": cold,
-                "facegate_warm_cache": warm,
-                "peer_opencv_one_at_a_time": peer,
-                "ratio_peer_over_facegate_cold": round(peer_s / cold_s, 2),
-                "ratio_peer_over_facegate_warm": round(peer_s / warm_s, 2),
-                "bar": "ratio_peer_over_facegate_cold >= 5",
-                "loadavg_before": load_before,
-                "loadavg_after": loadavg(),
-                "machine": machine(),
-            },
-            indent=2,
-        )
+    emit(
+        {
+            "benchmark": "LFW protocol: `facegate evaluate --model sface` vs one-at-a-time OpenCV SFace (classic)",
+            "pairs": len(pairs),
+            "images": len(pairs.image_keys()),
+            "facegate_cold": cold,
+            "facegate_warm_cache": warm,
+            "peer_opencv_one_at_a_time": peer,
+            "ratio_peer_over_facegate_cold": round(peer_s / cold_s, 2),
+            "ratio_peer_over_facegate_warm": round(peer_s / warm_s, 2),
+            "bar": "ratio_peer_over_facegate_cold >= 5",
+        },
+        load_before,
     )
 
 

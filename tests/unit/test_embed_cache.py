@@ -41,6 +41,19 @@ def test_model_key_follows_weights_flip_and_alignment(tmp_path):
     assert model_key(no_file, flip=False, mode="auto", aligner=al) is None
 
 
+def test_model_key_follows_precision_and_keeps_the_f32_key(tmp_path):
+    """A bf16 run must neither read nor fill f32 entries; f32 keeps the key that earlier caches were written under."""
+    w = tmp_path / "w.bin"
+    w.write_bytes(b"weights-1")
+    m, al = Counting(w), FaceAligner()
+    f32 = model_key(m, flip=False, mode="auto", aligner=al)
+    assert f32 is not None and "precision" not in f32
+    m.precisions = ("f32", "bf16")
+    m.set_precision("bf16")
+    bf16 = model_key(m, flip=False, mode="auto", aligner=al)
+    assert bf16 is not None and bf16 != f32 and "precision=bf16" in bf16
+
+
 def test_image_digest_is_content_not_name(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.jpg").write_bytes(b"\xff\xd8 same bytes")
