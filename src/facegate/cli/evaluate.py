@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -71,6 +72,8 @@ def evaluate(
         },
     )
     ev = settings.evaluate
+    # matplotlib's import (~1 s) on a spare thread while the faces are embedded, not after them.
+    threading.Thread(target=_import_pyplot, daemon=True).start()
     pairset = load_pairs(pairs, images)
     embedder = load_embedder(settings.model)
     embedder.set_precision(ev.precision)
@@ -132,6 +135,12 @@ def evaluate(
         if len(m["failed_images"]) > 20:
             typer.echo(f"  ... and {len(m['failed_images']) - 20} more in {out / 'metrics.json'}", err=True)
     typer.echo(f"wrote {out / 'metrics.json'}, roc.png, scores.png, scores.csv")
+
+
+def _import_pyplot() -> None:
+    from facegate.evaluate.plots import _pyplot
+
+    _pyplot()
 
 
 @commands.command()
