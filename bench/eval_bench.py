@@ -58,6 +58,17 @@ def run_cli(pairs: Path, images: Path, home: Path, out: Path, *extra: str) -> di
     return {"seconds": round(seconds, 2), **{k: m[k] for k in keep}}
 
 
+def bytecode_cached() -> bool:
+    """Whether the CLI's modules load from cached bytecode (facegate's own and openvino's, as a sample)."""
+    import importlib.util
+
+    import facegate.cli
+    import openvino
+
+    files = [facegate.cli.__file__, openvino.__file__]
+    return all(f is not None and Path(importlib.util.cache_from_source(f)).is_file() for f in files)
+
+
 def run_peer(pairs: PairSet) -> dict[str, object]:
     """One face per forward pass on OpenCV's classic engine, the packaged file as shipped."""
     path = packaged_model_path(SFACE_FILE)
@@ -114,6 +125,9 @@ def main() -> None:
             "ratio_peer_over_facegate_cold": round(peer_s / cold_s, 2),
             "ratio_peer_over_facegate_warm": round(peer_s / warm_s, 2),
             "bar": "ratio_peer_over_facegate_cold >= 5",
+            # Python compiles every module from source at each start where no bytecode is cached (this dev box sets
+            # PYTHONDONTWRITEBYTECODE=1; the images precompile it): ~1 s of the CLI's start-up.
+            "facegate_bytecode_cached": bytecode_cached(),
             **(
                 {
                     "facegate_cold_bf16": bf16,

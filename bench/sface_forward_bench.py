@@ -163,7 +163,7 @@ def main() -> None:
 
     def record(name: str, ms: float, out: np.ndarray) -> None:
         e = out / np.linalg.norm(out, axis=1, keepdims=True)
-        dist = 1.0 - np.sum(e * ref, axis=1)
+        dist = 1.0 - np.sum(e * ref[: len(e)], axis=1)  # the peer runs the first 64 faces only
         results[name] = {
             "ms_per_face": round(ms, 3),
             "cpu_ms_per_face": round(CPU_MS[0], 3),

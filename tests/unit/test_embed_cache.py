@@ -20,6 +20,10 @@ class Counting(Embedder):
     def __init__(self, weights: Path) -> None:
         self.weights = weights
         self.seen = 0
+        self.prepared = 0
+
+    def prepare(self) -> None:
+        self.prepared += 1
 
     def _forward(self, faces: np.ndarray) -> np.ndarray:
         self.seen += len(faces)
@@ -76,6 +80,7 @@ def test_second_embedding_of_the_same_faces_runs_no_forward_pass(tmp_path, rng):
     again, fail2, s2 = embed_keys(src, keys, m, FaceAligner(), cache=cache, progress=False)
     assert not fail1 and not fail2
     assert (s1.embedded, s1.cached, s2.embedded, s2.cached, m.seen) == (5, 0, 0, 5, 5)
+    assert m.prepared == 1  # set up (beside the first decoding) for the run that embeds; not for the cached one
     for k in keys:
         np.testing.assert_array_equal(first[k], again[k])
     _, _, s3 = embed_keys(src, keys, m, FaceAligner(), flip=True, cache=cache, progress=False)

@@ -66,6 +66,10 @@ class Embedder(ABC):
     def _forward(self, faces: np.ndarray) -> np.ndarray:
         """Raw (unnormalised) embeddings for one batch of ``(n, 112, 112, 3)`` RGB uint8 faces."""
 
+    def prepare(self) -> None:
+        """Do the first forward pass's set-up (load, compile) now; callers overlap it with decoding. No-op here."""
+        return None
+
     def embed(self, faces: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
         """Embed aligned faces.
 

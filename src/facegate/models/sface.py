@@ -137,7 +137,12 @@ class SFaceEmbedder(Embedder):
             self._runnable = folded or self.weights
         return self._runnable
 
-    def _ov_queue(self) -> Any:
+    def prepare(self) -> None:
+        """Fold (or find the folded graph), choose the runtime and, on OpenVINO, compile: the first pass's set-up."""
+        if self.runtime == "openvino":
+            self._ov_compiled()
+
+    def _ov_compiled(self) -> Any:
         import openvino as ov
 
         with self._compile_lock:
@@ -148,10 +153,14 @@ class SFaceEmbedder(Embedder):
                     "NUM_STREAMS": OV_STREAMS,
                 }
                 self._compiled = ov.Core().compile_model(str(self._graph()), "CPU", config)
-            compiled = self._compiled
+            return self._compiled
+
+    def _ov_queue(self) -> Any:
         queue = getattr(self._local, "queue", None)
         if queue is None:
-            queue = ov.AsyncInferQueue(compiled, 2 * OV_STREAMS)
+            import openvino as ov
+
+            queue = ov.AsyncInferQueue(self._ov_compiled(), 2 * OV_STREAMS)
             self._local.queue = queue
         return queue
 
