@@ -62,8 +62,9 @@ def bytecode_cached() -> bool:
     """Whether the CLI's modules load from cached bytecode (facegate's own and openvino's, as a sample)."""
     import importlib.util
 
-    import facegate.cli
     import openvino
+
+    import facegate.cli
 
     files = [facegate.cli.__file__, openvino.__file__]
     return all(f is not None and Path(importlib.util.cache_from_source(f)).is_file() for f in files)
