@@ -132,8 +132,8 @@ def main() -> None:
             **(
                 {
                     "facegate_cold_bf16": bf16,
-                    "ratio_peer_over_facegate_cold_bf16": round(peer_s / float(bf16["seconds"]), 2),
-                }  # type: ignore[arg-type]
+                    "ratio_peer_over_facegate_cold_bf16": round(peer_s / float(bf16["seconds"]), 2),  # type: ignore[arg-type]
+                }
                 if bf16
                 else {}
             ),

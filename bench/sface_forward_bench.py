@@ -79,6 +79,13 @@ def ort_session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def ort_runner(session: Any) -> Callable[[np.ndarray], np.ndarray]:
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {"data": blob(x)})[0])
+
+    return run
+
+
 def ov_runner(path: Path, precision: str, hint: str, batch: int) -> Callable[[np.ndarray], np.ndarray]:
     import openvino as ov
 
@@ -190,7 +197,7 @@ def main() -> None:
         for b in batches:
             record(
                 f"ort-f32-{b}-t{threads}",
-                *timed(lambda x, s=s: s.run(None, {"data": blob(x)})[0], faces, b, args.seconds),
+                *timed(ort_runner(s), faces, b, args.seconds),
             )
 
     def ov_time(name: str, path: Path, precision: str, hint: str, b: int) -> None:
@@ -216,7 +223,7 @@ def main() -> None:
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(folded), str(pre))
 
-            class Reader(CalibrationDataReader):
+            class Reader(CalibrationDataReader):  # type: ignore[misc]
                 def __init__(self) -> None:
                     self.items = iter([{"data": blob(calib[i : i + 1])} for i in range(len(calib))])
 
@@ -236,7 +243,7 @@ def main() -> None:
                 s = ort_session(q, threads)
                 record(
                     f"ort-int8-64-t{threads}",
-                    *timed(lambda x, s=s: s.run(None, {"data": blob(x)})[0], faces, 64, args.seconds),
+                    *timed(ort_runner(s), faces, 64, args.seconds),
                 )
             import nncf
             import onnx
