@@ -27,3 +27,14 @@ def loadavg() -> list[float]:
     """1, 5 and 15-minute load averages (empty where /proc is absent): a loaded machine slows both sides of a ratio."""
     path = Path("/proc/loadavg")
     return [float(x) for x in path.read_text().split()[:3]] if path.exists() else []
+
+
+def emit(result: dict[str, object], load_before: list[float]) -> None:
+    """Print a benchmark's JSON with the load average before and after and the machine it ran on."""
+    import json
+
+    print(
+        json.dumps(
+            {**result, "loadavg_before": load_before, "loadavg_after": loadavg(), "machine": machine()}, indent=2
+        )
+    )

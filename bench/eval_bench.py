@@ -11,8 +11,9 @@ on the same machine minutes apart; the load average is recorded before and after
 
 Prints one JSON object. Usage::
 
-    python bench/eval_bench.py              # all 6,000 pairs (the README figure; ~10 min on a quiet 2-core box)
+    python bench/eval_bench.py              # all 6,000 pairs (the README figure; ~4 min on a quiet 2-core box)
     python bench/eval_bench.py --limit 600  # 600 pairs spread over all ten folds (a quick ratio)
+    python bench/eval_bench.py --bf16       # and a cold run with --precision bf16 (reported beside, not the bar)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import REPO, SHARED, loadavg, machine, require
+from _common import REPO, SHARED, emit, loadavg, require
 
 from facegate.data.pairs import PairSet, load_pairs
 from facegate.evaluate.metrics import compute_metrics
@@ -44,17 +45,29 @@ def spread(ps: PairSet, n: int) -> PairSet:
     )
 
 
-def run_cli(pairs: Path, images: Path, home: Path, out: Path) -> dict[str, object]:
+def run_cli(pairs: Path, images: Path, home: Path, out: Path, *extra: str) -> dict[str, object]:
     """``facegate evaluate --model sface`` as a user runs it; wall time and the metrics it wrote."""
     env = {**os.environ, "FACEGATE_HOME": str(home)}
     cmd = [sys.executable, "-m", "facegate", "-q", "evaluate", "--model", "sface"]
-    cmd += ["--pairs", str(pairs), "--images", str(images), "--out", str(out)]
+    cmd += ["--pairs", str(pairs), "--images", str(images), "--out", str(out), *extra]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
     m = json.loads((out / "metrics.json").read_text())
-    keep = ("accuracy", "threshold", "n_images", "n_embedded", "n_cached", "n_failed_pairs")
+    keep = ("accuracy", "threshold", "precision", "n_images", "n_embedded", "n_cached", "n_failed_pairs")
     return {"seconds": round(seconds, 2), **{k: m[k] for k in keep}}
+
+
+def bytecode_cached() -> bool:
+    """Whether the CLI's modules load from cached bytecode (facegate's own and openvino's, as a sample)."""
+    import importlib.util
+
+    import openvino
+
+    import facegate.cli
+
+    files = [facegate.cli.__file__, openvino.__file__]
+    return all(f is not None and Path(importlib.util.cache_from_source(f)).is_file() for f in files)
 
 
 def run_peer(pairs: PairSet) -> dict[str, object]:
@@ -84,6 +97,7 @@ def run_peer(pairs: PairSet) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=0, help="pairs to use, spread over all folds (0 = all 6,000)")
+    ap.add_argument("--bf16", action="store_true", help="also a cold run with --precision bf16 (not the bar)")
     args = ap.parse_args()
     lfw = require(SHARED / "data" / "lfw-aligned")
     full = load_pairs(lfw / "pairs.txt", lfw)
@@ -99,25 +113,32 @@ def main() -> None:
         cold = run_cli(pairs_file, lfw, work / "home", work / "cold")
         peer = run_peer(pairs)
         warm = run_cli(pairs_file, lfw, work / "home", work / "warm")
+        bf16 = run_cli(pairs_file, lfw, work / "home-bf16", work / "bf16", "--precision", "bf16") if args.bf16 else None
     cold_s, warm_s, peer_s = float(cold["seconds"]), float(warm["seconds"]), float(peer["seconds"])  # type: ignore[arg-type]
-    print(
-        json.dumps(
-            {
-                "benchmark": "LFW protocol: `facegate evaluate --model sface` vs one-at-a-time OpenCV SFace (classic)",
-                "pairs": len(pairs),
-                "images": len(pairs.image_keys()),
-                "facegate_cold": cold,
-                "facegate_warm_cache": warm,
-                "peer_opencv_one_at_a_time": peer,
-                "ratio_peer_over_facegate_cold": round(peer_s / cold_s, 2),
-                "ratio_peer_over_facegate_warm": round(peer_s / warm_s, 2),
-                "bar": "ratio_peer_over_facegate_cold >= 5",
-                "loadavg_before": load_before,
-                "loadavg_after": loadavg(),
-                "machine": machine(),
-            },
-            indent=2,
-        )
+    emit(
+        {
+            "benchmark": "LFW protocol: `facegate evaluate --model sface` vs one-at-a-time OpenCV SFace (classic)",
+            "pairs": len(pairs),
+            "images": len(pairs.image_keys()),
+            "facegate_cold": cold,
+            "facegate_warm_cache": warm,
+            "peer_opencv_one_at_a_time": peer,
+            "ratio_peer_over_facegate_cold": round(peer_s / cold_s, 2),
+            "ratio_peer_over_facegate_warm": round(peer_s / warm_s, 2),
+            "bar": "ratio_peer_over_facegate_cold >= 5",
+            # Python compiles every module from source at each start where no bytecode is cached (this dev box sets
+            # PYTHONDONTWRITEBYTECODE=1; the images precompile it): ~1 s of the CLI's start-up.
+            "facegate_bytecode_cached": bytecode_cached(),
+            **(
+                {
+                    "facegate_cold_bf16": bf16,
+                    "ratio_peer_over_facegate_cold_bf16": round(peer_s / float(bf16["seconds"]), 2),  # type: ignore[arg-type]
+                }
+                if bf16
+                else {}
+            ),
+        },
+        load_before,
     )
 
 

@@ -20,6 +20,10 @@ class Counting(Embedder):
     def __init__(self, weights: Path) -> None:
         self.weights = weights
         self.seen = 0
+        self.prepared = 0
+
+    def prepare(self) -> None:
+        self.prepared += 1
 
     def _forward(self, faces: np.ndarray) -> np.ndarray:
         self.seen += len(faces)
@@ -39,6 +43,19 @@ def test_model_key_follows_weights_flip_and_alignment(tmp_path):
     assert model_key(Counting(w2), flip=False, mode="auto", aligner=al) != base
     no_file = Counting(tmp_path / "absent.bin")
     assert model_key(no_file, flip=False, mode="auto", aligner=al) is None
+
+
+def test_model_key_follows_precision_and_keeps_the_f32_key(tmp_path):
+    """A bf16 run must neither read nor fill f32 entries; f32 keeps the key that earlier caches were written under."""
+    w = tmp_path / "w.bin"
+    w.write_bytes(b"weights-1")
+    m, al = Counting(w), FaceAligner()
+    f32 = model_key(m, flip=False, mode="auto", aligner=al)
+    assert f32 is not None and "precision" not in f32
+    m.precisions = ("f32", "bf16")
+    m.set_precision("bf16")
+    bf16 = model_key(m, flip=False, mode="auto", aligner=al)
+    assert bf16 is not None and bf16 != f32 and "precision=bf16" in bf16
 
 
 def test_image_digest_is_content_not_name(tmp_path):
@@ -63,6 +80,7 @@ def test_second_embedding_of_the_same_faces_runs_no_forward_pass(tmp_path, rng):
     again, fail2, s2 = embed_keys(src, keys, m, FaceAligner(), cache=cache, progress=False)
     assert not fail1 and not fail2
     assert (s1.embedded, s1.cached, s2.embedded, s2.cached, m.seen) == (5, 0, 0, 5, 5)
+    assert m.prepared == 1  # set up (beside the first decoding) for the run that embeds; not for the cached one
     for k in keys:
         np.testing.assert_array_equal(first[k], again[k])
     _, _, s3 = embed_keys(src, keys, m, FaceAligner(), flip=True, cache=cache, progress=False)

@@ -60,6 +60,29 @@ def test_sface_embeddings(sface):
     np.testing.assert_allclose(sface.embed(faces[:1]), out[:1], atol=1e-5)  # batch size does not change results
 
 
+def test_precision_is_f32_unless_asked_and_checked(sface):
+    """f32 is the default everywhere; a precision a model cannot run in is refused, not silently ignored."""
+    assert sface.precision == "f32" and "bf16" in sface.precisions
+    with pytest.raises(ModelError, match="not 'int4'"):
+        create_embedder("sface", precision="int4")
+    with pytest.raises(ModelError, match="needs OpenVINO"):
+        create_embedder("sface", precision="bf16", runtime="opencv")
+    toy = _Toy()
+    with pytest.raises(ModelError, match="runs in f32"):
+        toy.set_precision("bf16")
+    assert toy.precision == "f32"
+
+
+def test_sface_runtimes_agree_in_f32(sface):
+    """OpenVINO at f32 (the default where it is installed) computes OpenCV's embeddings, whatever the batch."""
+    faces, _ = synthetic_faces(3, 3)
+    ref = create_embedder("sface", runtime="opencv").embed(faces)
+    assert sface.runtime == "openvino"
+    np.testing.assert_allclose(sface.embed(faces), ref, atol=1e-5)
+    np.testing.assert_allclose(sface.embed(faces, batch_size=5), ref, atol=1e-5)  # parts of 4 and 1, twice
+    np.testing.assert_allclose(sface.embed(faces[:1]), ref[:1], atol=1e-5)
+
+
 def test_bundle_directory(tmp_path):
     (tmp_path / "facegate.json").write_text(json.dumps({"model": "sface", "threshold": 0.41, "version": "7"}))
     emb = load_embedder(tmp_path)

@@ -5,8 +5,9 @@ sets after every change of report or threshold: the champion's embeddings of an 
 cache holds them in one SQLite file (``<home>/cache/embeddings.sqlite`` by default).
 
 - **Model key**: registry name, version, the SHA-256 of the weights file (a retrained bundle that kept its version
-  string still misses), flip, the alignment mode and the aligner's policy and detector settings. An embedder
-  without a weights file on disk gets no key and is never cached.
+  string still misses), the precision when it is not f32 (a bf16 run never reads or fills f32 entries), flip, the
+  alignment mode and the aligner's policy and detector settings. An embedder without a weights file on disk gets no
+  key and is never cached.
 - **Image key**: the SHA-256 of the encoded bytes (file content, not path: a renamed file hits, a re-saved one
   misses). Images that fail to load are never cached, so their failure is reported on every run.
 """
@@ -70,8 +71,10 @@ def model_key(embedder: Embedder, *, flip: bool, mode: str, aligner: FaceAligner
         return None
     # A detector built lazily is the default one; one given explicitly is described by its settings.
     detector = _settings_of(getattr(aligner, "_detector", None))
+    # f32 keeps the key it always had: its entries stay valid whichever runtime computed them (they agree to ~1e-7).
+    precision = "" if embedder.precision == "f32" else f"|precision={embedder.precision}"
     return (
-        f"{embedder.name}|{embedder.version}|{digest}|flip={int(flip)}|align={mode}|"
+        f"{embedder.name}|{embedder.version}|{digest}{precision}|flip={int(flip)}|align={mode}|"
         f"{_settings_of(aligner.policy)}|{detector}"
     )
 

@@ -79,7 +79,7 @@ def evaluate_pairs(
         cache: Embedding cache (images it holds for this model are not embedded again).
 
     Returns:
-        The result; ``metrics`` also holds ``model``, ``model_version``, ``pairs``, ``flip``, ``align``,
+        The result; ``metrics`` also holds ``model``, ``model_version``, ``precision``, ``pairs``, ``flip``, ``align``,
         ``n_failed_pairs``, ``failed_images``, ``seconds``, ``pairs_per_second``, ``n_embedded`` and ``n_cached``.
     """
     keys = pairset.image_keys()
@@ -107,6 +107,7 @@ def evaluate_pairs(
         {
             "model": embedder.name,
             "model_version": embedder.version,
+            "precision": embedder.precision,
             "embedding_size": embedder.embedding_size,
             "pairs": pairset.name,
             "flip": flip,

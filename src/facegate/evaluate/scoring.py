@@ -133,6 +133,9 @@ def embed_keys(
             todo = [k for k in keys if k not in embeddings]
             stats.cached = len(embeddings)
         bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+        # The model's set-up (runtime import, compilation: ~1 s) runs beside the first chunk's decoding, and only when
+        # something is left to embed: a run answered from the cache never loads the network.
+        setup: Future[None] | None = pool.submit(embedder.prepare) if todo else None
         pending: list[Future[tuple[str, np.ndarray | None, str | None]]] | None = None
         for chunk in [*_chunks(todo, batch_size), None]:
             # Submit the next chunk before embedding the current one: its decoding overlaps this forward pass.
@@ -143,6 +146,9 @@ def embed_keys(
                 done = [f.result() for f in pending]
                 ok = [(k, face) for k, face, _ in done if face is not None]
                 failures.update({k: err for k, _, err in done if err is not None})
+                if setup is not None:
+                    setup.result()  # its error, if any, is the model's: raise it here rather than on the first pass
+                    setup = None
                 if ok:
                     embs = embedder.embed(np.stack([f for _, f in ok]), batch_size=batch_size, flip=flip)
                     fresh = [(k, e) for (k, _), e in zip(ok, embs, strict=True)]

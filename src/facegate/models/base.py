@@ -45,10 +45,30 @@ class Embedder(ABC):
     #: record it so an exported graph is fed exactly as its source was.
     input_mean: float = 127.5
     input_std: float = 127.5
+    #: Arithmetic the network runs in, and the ones this embedder can run in (reduced precision only where the
+    #: runtime offers it, and only when asked: ``f32`` is what every model is evaluated and gated at by default).
+    precision: str = "f32"
+    precisions: tuple[str, ...] = ("f32",)
+
+    def set_precision(self, precision: str) -> None:
+        """Run the network in ``precision`` from the next forward pass on.
+
+        Raises:
+            ModelError: If this embedder cannot run in it.
+        """
+        if precision not in self.precisions:
+            raise ModelError(
+                f"{self.name} runs in {' or '.join(self.precisions)}, not {precision!r}", code="unknown_precision"
+            )
+        self.precision = precision
 
     @abstractmethod
     def _forward(self, faces: np.ndarray) -> np.ndarray:
         """Raw (unnormalised) embeddings for one batch of ``(n, 112, 112, 3)`` RGB uint8 faces."""
+
+    def prepare(self) -> None:
+        """Do the first forward pass's set-up (load, compile) now; callers overlap it with decoding. No-op here."""
+        return None
 
     def embed(self, faces: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
         """Embed aligned faces.
@@ -92,6 +112,7 @@ class Embedder(ABC):
             "version": self.version,
             "embedding_size": self.embedding_size,
             "default_threshold": self.default_threshold,
+            "precision": self.precision,
         }
 
 

