@@ -83,9 +83,7 @@ class SFaceEmbedder(Embedder):
         self._runtime: Runtime | None = None
         self._compiled: Any = None
         self._compile_lock = threading.Lock()
-        # cv2.dnn.Net and OpenVINO infer requests are not thread-safe; one per thread.
-        self._local = threading.local()
-        self.set_precision(precision)
+        self.set_precision(precision)  # also creates the per-thread state
 
     def set_precision(self, precision: str) -> None:
         """Run the network in ``precision`` (``f32`` or ``bf16``) from the next forward pass on."""
@@ -99,6 +97,7 @@ class SFaceEmbedder(Embedder):
         with self._compile_lock:
             self._compiled = None
             self._runtime = None
+        # cv2.dnn.Net and OpenVINO infer requests are not thread-safe: one per thread, rebuilt for the new precision.
         self._local = threading.local()
 
     @property

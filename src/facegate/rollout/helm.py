@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -109,8 +110,6 @@ class HelmRelease:
 
     def _history_chart_version(self) -> str | None:
         """The deployed revision's chart version from ``helm history`` (helm 4's ``status`` JSON has no chart)."""
-        import re
-
         deployed = [h for h in self.history() if h.get("status") == "deployed"]
         found = re.match(r"^.*?-(\d+\.\d+\.\d+\S*)$", str(deployed[-1].get("chart") or "")) if deployed else None
         return found.group(1) if found else None

@@ -155,8 +155,14 @@ def finish_rollout_step(decision: str, model: str, *, target: str = "local") -> 
     dry = target != "cluster"
     release = _cluster_release() if not dry else None
     if decision == "promote":
-        promote(v.storage_uri, v.model_version, gallery=settings.gallery_url(), dry_run=dry, crd_dir=_crd_dir(),
-                release=release)  # fmt: skip
+        promote(
+            v.storage_uri,
+            v.model_version,
+            gallery=settings.gallery_url(),
+            dry_run=dry,
+            crd_dir=_crd_dir(),
+            release=release,
+        )
     else:
         rollback(v.storage_uri, v.model_version, dry_run=dry, crd_dir=_crd_dir(), release=release)
     if decision == "promote":
