@@ -92,8 +92,11 @@ def prom(photos: Path, aligner: Any, tmp_path_factory: pytest.TempPathFactory) -
             s.launch()
         for s in servers.values():
             s.wait_ready()
-        for s in servers.values():  # every labelled series exists before the first scrape
-            canary.send_checkins(s.url, kiosk_keys[KIOSKS[0]], checkins[:1])
+        # Every (hall, kiosk, decision) series the traffic moves exists before the baseline scrape: a counter born
+        # between two scrapes has no earlier sample, so rate() reads all of a fast hall's check-ins as 0.
+        for s in servers.values():
+            for kiosk in KIOSKS:
+                canary.send_checkins(s.url, kiosk_keys[kiosk], checkins[:1])
         targets = {s.metrics_url: {"facegate_model_version": v} for v, s in servers.items()}
         prom_url = stack.enter_context(run_prometheus(tmp, targets))
         time.sleep(2.5)  # a baseline sample of every series
