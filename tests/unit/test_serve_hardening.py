@@ -262,6 +262,34 @@ def test_gallery_files_private(tmp_path: Path) -> None:
         os.umask(old)
 
 
+def test_opening_a_second_store_keeps_the_first_connections_locks(tmp_path: Path) -> None:
+    """The serve app opens the gallery, the key store and the audit writer on one SQLite file, one after another.
+
+    Opening (and closing) the database file again in the same process would drop the POSIX locks its live
+    connections hold; another process closing its last connection then believes it is the only one and deletes the
+    -wal/-shm files still in use here, and the next connection here fails with "disk I/O error".
+    """
+    import subprocess
+    import sys
+
+    db = tmp_path / "gallery.db"
+    url = f"sqlite:///{db}"
+    g = Gallery(url, KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate()}))
+    with g.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM students")  # back in the pool, still open and locked
+        ApiKeyStore.from_url(url).create("kiosk")  # a second store on the same file, in the same process
+        other = (
+            f"import sqlite3; c = sqlite3.connect({str(db)!r}); c.execute('SELECT count(*) FROM students'); c.close()"
+        )
+        subprocess.run([sys.executable, "-c", other], check=True, timeout=60)
+        assert (tmp_path / "gallery.db-shm").exists(), "another process took itself for the last connection"
+    again = Gallery(url, g.keys)
+    with again.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM api_keys").scalar() == 1
+    again.engine.dispose()
+    g.engine.dispose()
+
+
 def test_metrics_on_their_own_loopback_port() -> None:
     settings = load_settings(overrides={"serve.metrics_port": 0}, env={})
     assert settings.serve.metrics_host == "127.0.0.1" and load_settings(env={}).serve.metrics_port == 8082

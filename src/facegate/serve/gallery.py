@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -240,8 +241,13 @@ def prepare_sqlite_path(url: str) -> None:
     st = folder.stat()
     if not st.st_mode & 0o1000 and st.st_uid == os.getuid() and st.st_mode & 0o077:
         folder.chmod(0o700)
-    fd = os.open(db, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    # Only a file that does not exist yet is opened (and closed) here. Closing any descriptor of a file drops every
+    # POSIX lock this process holds on it, so opening an existing database would silently release the locks of this
+    # process's open SQLite connections (a second store on the same file, a backup): another process closing its last
+    # connection would then think itself the last one and delete the -wal/-shm files in use here ("disk I/O error",
+    # lost rows). See https://www.sqlite.org/howtocorrupt.html section 2.2.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(db, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal")):
         if path.exists() and path.stat().st_mode & 0o077:
             path.chmod(0o600)
