@@ -276,7 +276,7 @@ def test_opening_a_second_store_keeps_the_first_connections_locks(tmp_path: Path
     url = f"sqlite:///{db}"
     g = Gallery(url, KeyRing.from_env({"FACEGATE_GALLERY_KEYS": KeyRing.generate()}))
     with g.engine.connect() as conn:
-        conn.exec_driver_sql("SELECT count(*) FROM students")  # back in the pool, still open and locked
+        conn.exec_driver_sql("SELECT count(*) FROM students")  # an open connection, holding its lock on the file
         ApiKeyStore.from_url(url).create("kiosk")  # a second store on the same file, in the same process
         other = (
             f"import sqlite3; c = sqlite3.connect({str(db)!r}); c.execute('SELECT count(*) FROM students'); c.close()"
