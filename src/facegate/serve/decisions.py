@@ -63,6 +63,9 @@ class DecisionLog:
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._conn: Any = None
+        # The writer's connection is used by the writer thread (group commits) and by a worker thread committing a
+        # lone check-in's row (write_here): one at a time.
+        self._lock = threading.Lock()
         self._writer = threading.Thread(target=self._run, name="facegate-audit", daemon=True)
         self._syncer = threading.Thread(target=self._sync_loop, name="facegate-audit-sync", daemon=True)
         self._writer.start()
@@ -82,6 +85,42 @@ class DecisionLog:
     ) -> None:
         """Append one decision; returns once it is committed (raises what the database raised)."""
         loop = asyncio.get_running_loop()
+        row = self._row(kiosk, student_id, decision, score, model_version, reason, request_id)
+        pending = _Pending(row, loop.create_future(), loop)
+        self._queue.put(pending)
+        await pending.future
+
+    def write_here(
+        self,
+        *,
+        kiosk: str,
+        student_id: str,
+        decision: str,
+        score: float | None,
+        model_version: str,
+        reason: str,
+        request_id: str | None = None,
+    ) -> None:
+        """Commit one decision on the calling thread, on the writer's connection; returns once it is committed.
+
+        For a check-in with no company (a worker thread that has just decided it): the same row, connection and
+        durability as :meth:`write`, without waking the writer thread and then the event loop. Concurrent check-ins
+        use :meth:`write`, where rows share a transaction. Raises what the database raised.
+        """
+        row = self._row(kiosk, student_id, decision, score, model_version, reason, request_id)
+        with self._lock:
+            self._insert([row])
+
+    def _row(
+        self,
+        kiosk: str,
+        student_id: str,
+        decision: str,
+        score: float | None,
+        model_version: str,
+        reason: str,
+        request_id: str | None,
+    ) -> dict[str, Any]:
         row = {
             "action": "verify",
             "kiosk": kiosk,
@@ -94,9 +133,7 @@ class DecisionLog:
         }
         if self._clock is not None:
             row["at"] = self._clock()
-        pending = _Pending(row, loop.create_future(), loop)
-        self._queue.put(pending)
-        await pending.future
+        return row
 
     def warm(self, timeout_s: float = 30.0) -> None:
         """Open the writer's connection and run one insert, rolled back (the warm-up: nothing is recorded)."""
@@ -135,21 +172,30 @@ class DecisionLog:
             if batch:
                 self._commit(batch)
             if first is None:
-                self._release()
+                with self._lock:
+                    self._release()
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
         error: BaseException | None = None
         try:
-            conn = self._connection()
-            with conn.begin():
-                conn.execute(insert(AuditEntry.__table__), [p.row for p in batch])  # type: ignore[arg-type]
-            self._dirty.set()
-        except Exception as exc:  # the rows' requests fail, as a failed audit write always has; reconnect next time
+            with self._lock:
+                self._insert([p.row for p in batch])
+        except Exception as exc:  # the rows' requests fail, as a failed audit write always has
             error = exc
-            self._release(broken=True)
         for p in batch:
             p.loop.call_soon_threadsafe(_settle, p.future, error)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        """Commit ``rows`` in one transaction (the caller holds ``_lock``); on failure, reconnect next time."""
+        try:
+            conn = self._connection()
+            with conn.begin():
+                conn.execute(insert(AuditEntry.__table__), rows)  # type: ignore[arg-type]
+            self._dirty.set()
+        except Exception:
+            self._release(broken=True)
+            raise
 
     def _warm(self, done: threading.Event) -> None:
         # The same columns as a real row: SQLAlchemy compiles one statement per set of columns.
@@ -158,15 +204,17 @@ class DecisionLog:
         if self._clock is not None:
             row["at"] = self._clock()
         try:
-            conn = self._connection()
-            tx = conn.begin()
-            try:
-                conn.execute(insert(AuditEntry.__table__), [row])  # type: ignore[arg-type]
-            finally:
-                tx.rollback()
+            with self._lock:
+                conn = self._connection()
+                tx = conn.begin()
+                try:
+                    conn.execute(insert(AuditEntry.__table__), [row])  # type: ignore[arg-type]
+                finally:
+                    tx.rollback()
         except Exception:  # a warm-up failure is not fatal: the first real write reports a database that is down
             log.warning("audit writer warm-up failed", exc_info=True)
-            self._release(broken=True)
+            with self._lock:
+                self._release(broken=True)
         finally:
             done.set()
 

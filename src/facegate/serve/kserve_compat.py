@@ -14,6 +14,7 @@ sys.argv = _saved[:1]
 try:
     import kserve
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+    from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get_labels
     from kserve.model_repository import ModelRepository
     from kserve.protocol.dataplane import DataPlane
     from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
@@ -26,6 +27,9 @@ finally:
 Model = kserve.Model
 
 __all__ = [
+    "POST_HIST_TIME",
+    "PREDICT_HIST_TIME",
+    "PRE_HIST_TIME",
     "DataPlane",
     "InferInput",
     "InferOutput",
@@ -38,6 +42,7 @@ __all__ = [
     "ModelRepository",
     "ModelRepositoryExtension",
     "RequestedOutput",
+    "get_labels",
     "register_v1_endpoints",
     "register_v2_endpoints",
 ]
