@@ -295,6 +295,10 @@ class Gallery:
         prepare_sqlite_path(url)
         # hide_parameters: a database error must not print student ids, templates or ciphertext into a log.
         self.engine: Engine = create_engine(url, future=True, hide_parameters=True)
+        self._template_sql: tuple[str, list[str]] | None = None
+        if self.engine.dialect.name == "sqlite":  # qmark parameters, in the compiled order
+            compiled = _TEMPLATE_BLOB.compile(dialect=self.engine.dialect)
+            self._template_sql = str(compiled), list(compiled.positiontup or [])
         if self.engine.dialect.name == "sqlite":
 
             @event.listens_for(self.engine, "connect")
@@ -420,10 +424,23 @@ class Gallery:
     def template(self, student_id: str, model_version: str) -> np.ndarray | None:
         """A student's template for a model version, or ``None`` if not enrolled (for that version)."""
         check_student_id(student_id)
-        # A Core select of the one column, not an ORM session: this runs on every check-in, and the session's
-        # identity map and object loading cost about twice the query itself (0.2 against 0.08 ms here).
-        with self.engine.connect() as conn:
-            blob = conn.execute(_TEMPLATE_BLOB, {"student_id": student_id, "model_version": model_version}).scalar()
+        # This runs on every check-in. Not an ORM session: its identity map and object loading cost about twice
+        # the query (0.2 against 0.08 ms here). On SQLite not even a SQLAlchemy connection: the statement, compiled
+        # once, on a pooled DBAPI connection (0.03 ms; SQLAlchemy's execution and result set-up are most of the rest).
+        params = {"student_id": student_id, "model_version": model_version}
+        if self._template_sql is not None:
+            dbapi = self.engine.raw_connection()
+            try:
+                cursor = dbapi.cursor()
+                cursor.execute(self._template_sql[0], tuple(params[k] for k in self._template_sql[1]))
+                found = cursor.fetchone()
+                cursor.close()
+            finally:
+                dbapi.close()  # back to the pool (rolled back, as SQLAlchemy does on return)
+            blob = None if found is None else found[0]
+        else:
+            with self.engine.connect() as conn:
+                blob = conn.execute(_TEMPLATE_BLOB, params).scalar()
         return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
 
     def template_count(self, model_version: str) -> int:
