@@ -517,8 +517,8 @@ class VerifierModel(_FacegateModel):
         bins = covariate_metrics.measure_request(image, crop)
         del image
         # The template is looked up before the embedding, and the face is embedded whether or not there is one (no
-        # timing oracle). Before, not after: for a few milliseconds after a forward pass OpenVINO's worker thread
-        # spins on the other core, and the lookup measured 0.3-0.4 ms there against 0.1 ms before it.
+        # timing oracle). Before, not after: right after a forward pass the lookup measured 0.4 ms in the server's
+        # timeline against 0.1-0.2 ms on its own (docs/performance-serving.md); the order costs nothing.
         template = rt.gallery.template(student_id, version)
         embedding = rt.batcher.embed_here(face[None])[0] if face is not None and rt.batcher.alone() else None
         settled = None
