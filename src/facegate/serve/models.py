@@ -19,11 +19,9 @@ A student without a template for the serving model version gets 404 ``unknown_st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import threading
@@ -55,19 +53,11 @@ from facegate.serve.decisions import DecisionLog
 from facegate.serve.fastpath import set_stage_model
 from facegate.serve.gallery import Gallery, check_student_id
 from facegate.serve.http_edges import adopt_request_id
-from facegate.serve.kserve_compat import (
-    POST_HIST_TIME,
-    PRE_HIST_TIME,
-    PREDICT_HIST_TIME,
-    InferOutput,
-    InferRequest,
-    InferResponse,
-    Model,
-    get_labels,
-)
+from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model, latency_histograms
 from facegate.serve.metrics import DECISIONS, SCORES, STAGE_SECONDS, child
 from facegate.serve.opsmetrics import MATCH_SCORE, count_checkin
 from facegate.serve.protocol import BadRequestError, bytes_values, element_bytes
+from facegate.serve.workers import SerialEmbedder, bulk_executor
 
 __all__ = [
     "PRINCIPAL_HEADER",
@@ -85,11 +75,6 @@ log = logging.getLogger("facegate.serve")
 #: Set by the gatekeeper middleware after authentication (any client-sent value is stripped first).
 PRINCIPAL_HEADER = "x-facegate-principal"
 MAX_EMBED_IMAGES = 64
-#: Most faces per forward pass of the serving model, whatever batch the caller asks for. Inference runtimes keep
-#: buffers sized for the largest batch they have run for the life of the process (OpenVINO, SFace: about 3 MB a
-#: face), so one burst of 16-face batches left RSS about 50 MB up for good; slices of 4 bound that to about 10 MB,
-#: at no cost on CPU (16 faces: 159 ms in slices of 4, 183 ms in one pass, same run, load average 9).
-FORWARD_SLICE = 4
 LOW_QUALITY = {"face_too_small", "blurry"}
 #: ``detector.max_side`` 0 (no downscaling) as a retry side: larger than any decodable image side.
 RETRY_UNBOUNDED = 1 << 30
@@ -150,7 +135,7 @@ class Runtime:
     liveness: LivenessChecker | None = None
     #: Decision rows' writer (:mod:`facegate.serve.decisions`); ``None``: written on the preprocess threads.
     decisions: DecisionLog | None = None
-    bulk: ThreadPoolExecutor = field(default_factory=lambda: _bulk_executor(2))
+    bulk: ThreadPoolExecutor = field(default_factory=lambda: bulk_executor(2))
     _local: threading.local = field(default_factory=threading.local)
 
     def aligner(self) -> FaceAligner:
@@ -177,19 +162,6 @@ class Runtime:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.bulk.shutdown(wait=False, cancel_futures=True)
         self.gallery.engine.dispose()
-
-
-BULK_NICE = 10
-
-
-def _lower_priority() -> None:
-    """Thread initializer: raise this thread's nice value (Linux schedules threads individually); best effort."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
-
-
-def _bulk_executor(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="facegate-bulk", initializer=_lower_priority)
 
 
 def serve_aligner(settings: Settings) -> FaceAligner:
@@ -247,39 +219,8 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         executor=ThreadPoolExecutor(max_workers=sv.preprocess_threads, thread_name_prefix="facegate-pre"),
         liveness=liveness_from_settings(settings),
         decisions=None if gallery.engine.url.database in (None, "", ":memory:") else DecisionLog(gallery),
-        bulk=_bulk_executor(max(1, sv.preprocess_threads // 2)),
+        bulk=bulk_executor(max(1, sv.preprocess_threads // 2)),
     )
-
-
-class SerialEmbedder(Embedder):
-    """The serving embedder behind a lock.
-
-    OpenVINO's compiled model (one shared infer request) and OpenCV's nets must not run from two threads at once;
-    the micro-batcher's worker and the admin API's enroll/reindex (on the preprocess threads) share one model.
-    """
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.name, self.version, self.embedding_size = inner.name, inner.version, inner.embedding_size
-        self.default_threshold, self.input_mean, self.input_std = (
-            inner.default_threshold,
-            inner.input_mean,
-            inner.input_std,
-        )
-        self._lock = threading.Lock()
-
-    def _forward(self, faces: np.ndarray) -> np.ndarray:
-        with self._lock:
-            return self.inner._forward(faces)
-
-    def embed(self, faces: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
-        """The inner model's ``embed``, one caller at a time, at most :data:`FORWARD_SLICE` faces per forward pass."""
-        with self._lock:
-            return self.inner.embed(faces, batch_size=min(batch_size, FORWARD_SLICE), flip=flip)
-
-    def describe(self) -> dict[str, Any]:
-        """The inner model's description."""
-        return self.inner.describe()
 
 
 def _principal(headers: dict[str, str] | None) -> str:
@@ -309,19 +250,6 @@ def _request_id(payload: Any, headers: dict[str, str] | None) -> str:
 def _decision(score: float, threshold: float) -> tuple[str, str]:
     """``(decision, reason)`` of a compared check-in."""
     return ("accept", "match") if score >= threshold else ("reject", "mismatch")
-
-
-_KSERVE_HISTOGRAMS: dict[str, tuple[Any, Any, Any]] = {}
-
-
-def _kserve_children(model_name: str) -> tuple[Any, Any, Any]:
-    """KServe's pre/predict/post latency histograms of a model (``Model.__call__`` records them), looked up once."""
-    found = _KSERVE_HISTOGRAMS.get(model_name)
-    if found is None:
-        labels = get_labels(model_name)
-        pre, predict, post = (h.labels(**labels) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME))
-        found = _KSERVE_HISTOGRAMS[model_name] = (pre, predict, post)
-    return found
 
 
 @dataclass
@@ -586,7 +514,7 @@ class VerifierModel(_FacegateModel):
         check-in). The answer is field for field what ``InferResponse.to_rest`` gives: FP32 outputs go through
         float32 as KServe's encoder sends them; a test compares both routes.
         """
-        labels = _kserve_children(self.name)
+        labels = latency_histograms(self.name)
         t0 = time.perf_counter()
         check = await self.preprocess(request, headers)
         t1 = time.perf_counter()
