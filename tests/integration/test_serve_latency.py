@@ -97,6 +97,15 @@ def test_a_lone_check_in_is_embedded_on_the_thread_that_aligned_it(photos, tmp_p
         return real(faces)
 
     inner._forward = recording
+    assert runtime.decisions is not None
+    committed_on: list[str] = []
+    real_insert = runtime.decisions._insert
+
+    def insert(rows):  # type: ignore[no-untyped-def]
+        committed_on.append(threading.current_thread().name.rsplit("_", 1)[0])
+        return real_insert(rows)
+
+    runtime.decisions._insert = insert  # type: ignore[method-assign]
     kiosk = {"Authorization": f"Bearer {keys.create('kiosk-1')}"}
     admin = {"Authorization": f"Bearer {ADMIN}"}
     enrol = [(photos / "train" / "obama" / n).read_bytes() for n in ("obama.jpg", "obama2.jpg")]
@@ -104,9 +113,18 @@ def test_a_lone_check_in_is_embedded_on_the_thread_that_aligned_it(photos, tmp_p
         body = {"photos": [base64.b64encode(p).decode() for p in enrol]}
         assert client.put("/admin/v1/students/S1", json=body, headers=admin).status_code == 200
         names.clear()
+        committed_on.clear()
         r = client.post("/v2/models/verifier/infer", json=verify_request(enrol[0], "S1"), headers=kiosk)
-    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == ["accept"]
-    assert names == ["facegate-pre"]  # embedded where it was aligned, once
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == ["accept"]
+        rid = r.headers["x-request-id"]
+        # Decided and audited there too: the row is committed before the answer, without the writer thread.
+        rows = [e for e in runtime.gallery.audit(5) if e["action"] == "verify"]
+        assert rows[0]["detail"] == {"reason": "match", "request_id": rid} and rows[0]["decision"] == "accept"
+        assert committed_on == ["facegate-pre"]
+        # An unknown student is not decided there (no template): its reject goes through the writer, as before.
+        r = client.post("/v2/models/verifier/infer", json=verify_request(enrol[0], "S9"), headers=kiosk)
+        assert r.status_code == 404 and committed_on == ["facegate-pre", "facegate-audit"]
+    assert names[0] == "facegate-pre"  # embedded where it was aligned
 
 
 def test_warm_up_runs_on_every_preprocess_thread_and_records_nothing(tmp_path, monkeypatch):

@@ -328,10 +328,10 @@ def test_embed_work_runs_at_lower_priority() -> None:
     """Bulk (embed) images are decoded and aligned on threads that yield the CPU to kiosks' verifications."""
     import threading
 
-    from facegate.serve.models import BULK_NICE, _bulk_executor
+    from facegate.serve.workers import BULK_NICE, bulk_executor
 
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    pool = _bulk_executor(1)
+    pool = bulk_executor(1)
     try:
         nice = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(10)
     finally:

@@ -136,6 +136,73 @@ def test_decisions_are_committed_before_write_returns_and_grouped(gallery):
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
 
 
+def test_the_plain_sqlite_audit_insert_writes_what_sqlalchemy_writes(gallery):
+    """The writer's prepared DBAPI insert on SQLite stores every column exactly as SQLAlchemy's insert does."""
+    from sqlalchemy import insert
+
+    from facegate.serve.gallery import AuditEntry
+
+    log = DecisionLog(gallery)
+    rows = [
+        log._row("kiosk-1", "S1", "accept", 0.912345678, "sface-v1", "match", "req-1"),
+        log._row("kiosk-1", "S2", "retry", None, "sface-v1", "no_face", None),
+        log._row("kiosk-2", "S3", "reject", -0.25, "sface-v1", "", None),  # no detail at all
+    ]
+    with log._lock:  # the path write_here and the writer thread take, with these very rows (same timestamps)
+        log._insert(rows)
+    log.close()
+    with gallery.engine.begin() as conn:  # the same rows through SQLAlchemy, after the plain ones
+        conn.execute(insert(AuditEntry.__table__), [{**r, "kiosk": "sa-" + r["kiosk"]} for r in rows])
+    with gallery.engine.connect() as conn:
+        stored = conn.exec_driver_sql(
+            "SELECT at, action, kiosk, student_id, decision, score, model_version, detail, typeof(detail), typeof(at)"
+            " FROM audit WHERE action='verify' ORDER BY id"
+        ).all()
+    plain, through_sa = stored[:3], stored[3:]
+    assert [r[:2] + r[3:] for r in plain] == [r[:2] + r[3:] for r in through_sa] and len(plain) == 3
+    assert [r[2] for r in through_sa] == ["sa-" + r[2] for r in plain]
+    audit = gallery.audit(10)
+    assert {e["student_id"]: e["detail"] for e in audit if e["kiosk"] == "kiosk-1"} == {
+        "S1": {"reason": "match", "request_id": "req-1"},
+        "S2": {"reason": "no_face"},
+    }
+
+
+def test_rows_committed_on_worker_threads_and_by_the_writer_share_one_connection_safely(gallery):
+    """``write_here`` (a lone check-in, on its worker thread) and group commits do not interleave on the connection."""
+    log = DecisionLog(gallery, sync_interval_s=0.01)
+    committed_before_return: list[bool] = []
+
+    def worker(n: int) -> None:
+        for i in range(15):
+            log.write_here(kiosk="w", student_id=f"W{n}-{i}", decision="reject", score=0.1, model_version="v",
+                           reason="mismatch", request_id=f"r{n}-{i}")  # fmt: skip
+            with gallery.engine.connect() as conn:  # another connection already sees it: committed
+                found = conn.execute(text("SELECT count(*) FROM audit WHERE student_id=:s"), {"s": f"W{n}-{i}"})
+                committed_before_return.append(found.scalar() == 1)
+
+    async def grouped() -> None:
+        await asyncio.gather(
+            *(
+                log.write(kiosk="k", student_id=f"S{i}", decision="accept", score=0.9, model_version="v", reason="m")
+                for i in range(30)
+            )
+        )
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    asyncio.run(grouped())
+    for t in threads:
+        t.join(60)
+    log.close()
+    rows = gallery.audit(200)
+    assert len(rows) == 30 + 45 and all(committed_before_return) and len(committed_before_return) == 45
+    assert {r["detail"]["request_id"] for r in rows if r["kiosk"] == "w"} == {
+        f"r{n}-{i}" for n in range(3) for i in range(15)
+    }
+
+
 def test_a_killed_server_process_loses_no_answered_decision(tmp_path):
     keys = KeyRing.generate()
     url = f"sqlite:///{tmp_path / 'g.db'}"
@@ -148,9 +215,13 @@ def test_a_killed_server_process_loses_no_answered_decision(tmp_path):
         log = DecisionLog(Gallery({url!r}, KeyRing.from_env({{"FACEGATE_GALLERY_KEYS": {keys!r}}})), sync_interval_s=60)
 
         async def main():
+            loop = asyncio.get_running_loop()
             for i in range(25):
-                await log.write(kiosk="k", student_id=f"S{{i}}", decision="accept", score=0.5, model_version="v",
-                                reason="m")
+                row = dict(kiosk="k", student_id=f"S{{i}}", decision="accept", score=0.5, model_version="v", reason="m")
+                if i % 2:  # a lone check-in's row, committed on a worker thread
+                    await loop.run_in_executor(None, lambda: log.write_here(**row))
+                else:  # through the writer thread
+                    await log.write(**row)
                 print(i, flush=True)  # "answered"
             os.kill(os.getpid(), signal.SIGKILL)  # no close(), no sync: the process just dies
 

@@ -11,7 +11,7 @@ import pytest
 
 from facegate.models.base import Embedder
 from facegate.serve.batching import MicroBatcher
-from facegate.serve.models import FORWARD_SLICE, SerialEmbedder
+from facegate.serve.workers import FORWARD_SLICE, SerialEmbedder
 
 
 class _Recording(Embedder):

@@ -49,7 +49,7 @@ from facegate.serve.kserve_compat import (
     register_v2_endpoints,
 )
 from facegate.serve.memory import Trimmer, limit_arenas
-from facegate.serve.metrics import HTTP_REQUESTS, REJECTED_REQUESTS
+from facegate.serve.metrics import HTTP_REQUESTS, REJECTED_REQUESTS, child
 from facegate.serve.models import (
     PRINCIPAL_HEADER,
     EmbedModel,
@@ -331,7 +331,7 @@ class Gatekeeper:
             for name in admitted:
                 self._release(name)
             status = status_box[0] or 500
-            HTTP_REQUESTS.labels(kind, str(status)).inc()
+            child(HTTP_REQUESTS, kind, str(status)).inc()
             if admitted:
                 self.stats.record(scope["path"], status, time.perf_counter() - t0)
             if quiet[0]:

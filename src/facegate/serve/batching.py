@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facegate.models.base import Embedder
-from facegate.serve.metrics import BATCH_SIZE, STAGE_SECONDS
+from facegate.serve.metrics import BATCH_SIZE, STAGE_SECONDS, child
 
 __all__ = ["MicroBatcher"]
 
@@ -78,9 +78,9 @@ class MicroBatcher:
         """
         start = time.perf_counter()
         emb = self._forward(faces)
-        BATCH_SIZE.labels(self.embedder.name).observe(len(faces))
-        STAGE_SECONDS.labels("queue", self.embedder.name).observe(0.0)
-        STAGE_SECONDS.labels("embed", self.embedder.name).observe(time.perf_counter() - start)
+        child(BATCH_SIZE, self.embedder.name).observe(len(faces))
+        child(STAGE_SECONDS, "queue", self.embedder.name).observe(0.0)
+        child(STAGE_SECONDS, "embed", self.embedder.name).observe(time.perf_counter() - start)
         return emb
 
     async def embed(self, faces: np.ndarray) -> np.ndarray:
@@ -148,7 +148,7 @@ class MicroBatcher:
                 continue
             start = time.perf_counter()
             for b in live:
-                STAGE_SECONDS.labels("queue", self.embedder.name).observe(start - b.queued_at)
+                child(STAGE_SECONDS, "queue", self.embedder.name).observe(start - b.queued_at)
             try:
                 stacked = np.concatenate([b.faces for b in live]) if len(live) > 1 else live[0].faces
                 self._forwarding += 1
@@ -166,8 +166,8 @@ class MicroBatcher:
                     if not b.future.done():
                         b.future.set_exception(exc)
                 continue
-            BATCH_SIZE.labels(self.embedder.name).observe(len(stacked))
-            STAGE_SECONDS.labels("embed", self.embedder.name).observe(time.perf_counter() - start)
+            child(BATCH_SIZE, self.embedder.name).observe(len(stacked))
+            child(STAGE_SECONDS, "embed", self.embedder.name).observe(time.perf_counter() - start)
             offset = 0
             for b in live:
                 k = len(b.faces)

@@ -18,6 +18,7 @@ import numpy as np
 from prometheus_client import REGISTRY, Counter
 
 from facegate.faces.covariates import BINS, UNKNOWN, bin_covariates, measure_covariates
+from facegate.serve.metrics import child
 
 __all__ = ["COVARIATE_DECISIONS", "DECISIONS", "REASONS", "measure_request", "record", "snapshot"]
 
@@ -68,7 +69,7 @@ def record(bins: dict[str, str], decision: str, reason: str) -> None:
     reason = reason if reason in REASONS else "other"
     for covariate, allowed in BINS.items():
         label = bins.get(covariate, UNKNOWN)
-        COVARIATE_DECISIONS.labels(covariate, label if label in allowed else UNKNOWN, decision, reason).inc()
+        child(COVARIATE_DECISIONS, covariate, label if label in allowed else UNKNOWN, decision, reason).inc()
 
 
 def snapshot(registry: Any = REGISTRY) -> dict[str, Any]:

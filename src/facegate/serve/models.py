@@ -19,11 +19,9 @@ A student without a template for the serving model version gets 404 ``unknown_st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import threading
@@ -55,10 +53,11 @@ from facegate.serve.decisions import DecisionLog
 from facegate.serve.fastpath import set_stage_model
 from facegate.serve.gallery import Gallery, check_student_id
 from facegate.serve.http_edges import adopt_request_id
-from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model
-from facegate.serve.metrics import DECISIONS, SCORES, STAGE_SECONDS
+from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model, latency_histograms
+from facegate.serve.metrics import DECISIONS, SCORES, STAGE_SECONDS, child
 from facegate.serve.opsmetrics import MATCH_SCORE, count_checkin
 from facegate.serve.protocol import BadRequestError, bytes_values, element_bytes
+from facegate.serve.workers import SerialEmbedder, bulk_executor
 
 __all__ = [
     "PRINCIPAL_HEADER",
@@ -76,11 +75,6 @@ log = logging.getLogger("facegate.serve")
 #: Set by the gatekeeper middleware after authentication (any client-sent value is stripped first).
 PRINCIPAL_HEADER = "x-facegate-principal"
 MAX_EMBED_IMAGES = 64
-#: Most faces per forward pass of the serving model, whatever batch the caller asks for. Inference runtimes keep
-#: buffers sized for the largest batch they have run for the life of the process (OpenVINO, SFace: about 3 MB a
-#: face), so one burst of 16-face batches left RSS about 50 MB up for good; slices of 4 bound that to about 10 MB,
-#: at no cost on CPU (16 faces: 159 ms in slices of 4, 183 ms in one pass, same run, load average 9).
-FORWARD_SLICE = 4
 LOW_QUALITY = {"face_too_small", "blurry"}
 #: ``detector.max_side`` 0 (no downscaling) as a retry side: larger than any decodable image side.
 RETRY_UNBOUNDED = 1 << 30
@@ -141,7 +135,7 @@ class Runtime:
     liveness: LivenessChecker | None = None
     #: Decision rows' writer (:mod:`facegate.serve.decisions`); ``None``: written on the preprocess threads.
     decisions: DecisionLog | None = None
-    bulk: ThreadPoolExecutor = field(default_factory=lambda: _bulk_executor(2))
+    bulk: ThreadPoolExecutor = field(default_factory=lambda: bulk_executor(2))
     _local: threading.local = field(default_factory=threading.local)
 
     def aligner(self) -> FaceAligner:
@@ -168,19 +162,6 @@ class Runtime:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.bulk.shutdown(wait=False, cancel_futures=True)
         self.gallery.engine.dispose()
-
-
-BULK_NICE = 10
-
-
-def _lower_priority() -> None:
-    """Thread initializer: raise this thread's nice value (Linux schedules threads individually); best effort."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
-
-
-def _bulk_executor(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="facegate-bulk", initializer=_lower_priority)
 
 
 def serve_aligner(settings: Settings) -> FaceAligner:
@@ -238,39 +219,8 @@ def build_runtime(settings: Settings, model: str | None = None, gallery: Gallery
         executor=ThreadPoolExecutor(max_workers=sv.preprocess_threads, thread_name_prefix="facegate-pre"),
         liveness=liveness_from_settings(settings),
         decisions=None if gallery.engine.url.database in (None, "", ":memory:") else DecisionLog(gallery),
-        bulk=_bulk_executor(max(1, sv.preprocess_threads // 2)),
+        bulk=bulk_executor(max(1, sv.preprocess_threads // 2)),
     )
-
-
-class SerialEmbedder(Embedder):
-    """The serving embedder behind a lock.
-
-    OpenVINO's compiled model (one shared infer request) and OpenCV's nets must not run from two threads at once;
-    the micro-batcher's worker and the admin API's enroll/reindex (on the preprocess threads) share one model.
-    """
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.name, self.version, self.embedding_size = inner.name, inner.version, inner.embedding_size
-        self.default_threshold, self.input_mean, self.input_std = (
-            inner.default_threshold,
-            inner.input_mean,
-            inner.input_std,
-        )
-        self._lock = threading.Lock()
-
-    def _forward(self, faces: np.ndarray) -> np.ndarray:
-        with self._lock:
-            return self.inner._forward(faces)
-
-    def embed(self, faces: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
-        """The inner model's ``embed``, one caller at a time, at most :data:`FORWARD_SLICE` faces per forward pass."""
-        with self._lock:
-            return self.inner.embed(faces, batch_size=min(batch_size, FORWARD_SLICE), flip=flip)
-
-    def describe(self) -> dict[str, Any]:
-        """The inner model's description."""
-        return self.inner.describe()
 
 
 def _principal(headers: dict[str, str] | None) -> str:
@@ -297,6 +247,11 @@ def _request_id(payload: Any, headers: dict[str, str] | None) -> str:
     return body_id or plain_request_id((headers or {}).get("x-request-id")) or uuid.uuid4().hex
 
 
+def _decision(score: float, threshold: float) -> tuple[str, str]:
+    """``(decision, reason)`` of a compared check-in."""
+    return ("accept", "match") if score >= threshold else ("reject", "mismatch")
+
+
 @dataclass
 class _Check:
     """One check-in moving through the stages."""
@@ -312,6 +267,17 @@ class _Check:
     reason: str | None = None
     message: str = ""
     bins: dict[str, str] = field(default_factory=dict)  # image-covariate bins (facegate.serve.covariate_metrics)
+    #: Set when the check-in was decided and its audit row committed on the worker thread (:meth:`_settle_here`).
+    settled: _Settled | None = None
+
+
+@dataclass
+class _Settled:
+    """A lone check-in decided where it was embedded: its score and, once committed, its audit row's outcome."""
+
+    score: float
+    audit_s: float
+    error: BaseException | None = None  # the audit write's failure, raised on the event loop as before
 
 
 class _FacegateModel(Model):  # type: ignore[misc]
@@ -333,7 +299,7 @@ class _FacegateModel(Model):  # type: ignore[misc]
     def _image(self, data: bytes, name: str, budget: PixelBudget | None = None) -> np.ndarray:
         t0 = time.perf_counter()
         image = decode_image(data, limits=self.runtime.limits, name=name, budget=budget)
-        STAGE_SECONDS.labels("decode", self.runtime.embedder.name).observe(time.perf_counter() - t0)
+        child(STAGE_SECONDS, "decode", self.runtime.embedder.name).observe(time.perf_counter() - t0)
         return image
 
     def _align(self, image: np.ndarray, mode: AlignMode) -> np.ndarray:
@@ -346,8 +312,8 @@ class _FacegateModel(Model):  # type: ignore[misc]
             return self.runtime.aligner().prepare(image, mode, timings)
         finally:
             name, detect = self.runtime.embedder.name, timings.get("detect", 0.0)
-            STAGE_SECONDS.labels("detect", name).observe(detect)
-            STAGE_SECONDS.labels("align", name).observe(time.perf_counter() - t0 - detect)
+            child(STAGE_SECONDS, "detect", name).observe(detect)
+            child(STAGE_SECONDS, "align", name).observe(time.perf_counter() - t0 - detect)
 
 
 def _inputs(payload: Any, names: tuple[str, ...]) -> tuple[str, dict[str, list[bytes]]]:
@@ -427,11 +393,11 @@ class VerifierModel(_FacegateModel):
         # One hand-off to a worker thread for all of it (each hand-off is a wake-up of two threads): the batcher
         # counts this check-in as coming, so a batch being formed waits for it and a lone one does not wait.
         with rt.batcher.coming():
-            face, embedding, reason, message, template, bins = await rt.run(
-                self._prepare, values["image"][0], student_id, version
+            face, embedding, reason, message, template, bins, settled = await rt.run(
+                self._prepare, values["image"][0], student_id, version, kiosk, rid
             )
         if template is None:
-            DECISIONS.labels("reject", "unknown_student", version).inc()
+            child(DECISIONS, "reject", "unknown_student", version).inc()
             count_checkin(kiosk, "reject")
             await self._record(kiosk, student_id, "reject", None, "unknown_student", rid)
             log.info(
@@ -442,21 +408,25 @@ class VerifierModel(_FacegateModel):
             raise UnknownStudentError(f"no enrolled template for this student and model version {version}")
         return _Check(
             protocol, rid, kiosk, student_id, template, started, face, embedding, reason=reason, message=message,
-            bins=bins,
+            bins=bins, settled=settled,
         )  # fmt: skip
 
     def _prepare(
-        self, data: bytes, student_id: str, version: str
-    ) -> tuple[np.ndarray | None, np.ndarray | None, str | None, str, np.ndarray | None, dict[str, str]]:
+        self, data: bytes, student_id: str, version: str, kiosk: str, request_id: str
+    ) -> tuple[
+        np.ndarray | None, np.ndarray | None, str | None, str, np.ndarray | None, dict[str, str], _Settled | None
+    ]:
         """Decode, detect, align, check liveness, embed when this check-in is alone, then look the template up.
 
         A lone check-in (no other on its way, no batch forming or running) is embedded here, on the thread that
-        aligned it (:meth:`MicroBatcher.embed_here`); otherwise ``predict`` sends it through the micro-batcher.
+        aligned it (:meth:`MicroBatcher.embed_here`), then compared and its audit row committed here too
+        (:meth:`_settle_here`); otherwise ``predict`` sends it through the micro-batcher and ``postprocess`` hands
+        its row to the audit writer (group commit).
 
         Returns:
-            ``(face, embedding, reason, message, template, bins)``: ``embedding`` is ``None`` when the face is left
-            for the batcher; ``bins`` are the photo's covariate bins for the serving counters
-            (:mod:`facegate.serve.covariate_metrics`).
+            ``(face, embedding, reason, message, template, bins, settled)``: ``embedding`` is ``None`` when the face
+            is left for the batcher; ``bins`` are the photo's covariate bins for the serving counters
+            (:mod:`facegate.serve.covariate_metrics`); ``settled`` is set when the decision was made and recorded.
         """
         rt = self.runtime
         image = self._image(data, "image", PixelBudget(rt.settings.serve.max_request_pixels))
@@ -474,15 +444,51 @@ class VerifierModel(_FacegateModel):
             message = exc.message
         bins = covariate_metrics.measure_request(image, crop)
         del image
+        # The template is looked up before the embedding, and the face is embedded whether or not there is one (no
+        # timing oracle). Before, not after: right after a forward pass the lookup measured 0.4 ms in the server's
+        # timeline against 0.1-0.2 ms on its own (docs/performance-serving.md); the order costs nothing.
+        template = rt.gallery.template(student_id, version)
         embedding = rt.batcher.embed_here(face[None])[0] if face is not None and rt.batcher.alone() else None
-        return face, embedding, reason, message, rt.gallery.template(student_id, version), bins
+        settled = None
+        if embedding is not None and template is not None:
+            settled = self._settle_here(embedding, template, kiosk, student_id, request_id)
+        return face, embedding, reason, message, template, bins, settled
+
+    def _settle_here(
+        self, embedding: np.ndarray, template: np.ndarray, kiosk: str, student_id: str, request_id: str
+    ) -> _Settled:
+        """Compare and commit the audit row on this worker thread, for a check-in embedded alone.
+
+        The row is committed before the answer exactly as on the event loop's path (the commit returns before this
+        does); what is saved is a round trip: the event loop handing the row to the audit writer thread and waiting
+        to be woken when it is committed (two thread wake-ups, 0.3-0.9 ms on a busy 2-core machine, measured in
+        docs/performance-serving.md). Concurrent check-ins still go through the writer's group commit.
+        """
+        rt = self.runtime
+        t0 = time.perf_counter()
+        score = float(np.dot(embedding, template))
+        t1 = time.perf_counter()
+        child(STAGE_SECONDS, "compare", rt.embedder.name).observe(t1 - t0)
+        decision, reason = _decision(score, rt.threshold)
+        error: BaseException | None = None
+        try:
+            if rt.decisions is None:
+                self._audit(kiosk, student_id, decision, score, reason, request_id)
+            else:
+                rt.decisions.write_here(
+                    kiosk=kiosk, student_id=student_id, decision=decision, score=score,
+                    model_version=rt.embedder.version, reason=reason, request_id=request_id,
+                )  # fmt: skip
+        except Exception as exc:  # answered on the event loop, after the decision is counted, as before
+            error = exc
+        return _Settled(score, time.perf_counter() - t1, error)
 
     def _live(self, checker: LivenessChecker, image: np.ndarray, box: tuple[float, float, float, float]) -> bool:
         t0 = time.perf_counter()
         try:
             return checker.is_live(image, box)
         finally:
-            STAGE_SECONDS.labels("liveness", self.runtime.embedder.name).observe(time.perf_counter() - t0)
+            child(STAGE_SECONDS, "liveness", self.runtime.embedder.name).observe(time.perf_counter() - t0)
 
     async def predict(self, check: _Check, headers: dict[str, str] | None = None) -> _Check:
         """Embed the aligned face through the micro-batcher (unless it was embedded alone, in ``preprocess``)."""
@@ -492,29 +498,73 @@ class VerifierModel(_FacegateModel):
 
     async def postprocess(self, check: _Check, headers: dict[str, str] | None = None) -> Any:
         """Compare, decide, audit, and answer in the request's protocol."""
+        texts, numbers = await self._conclude(check)
+        if check.protocol == "v1":
+            return {"predictions": [{**texts, **numbers}]}
+        outputs = [InferOutput(name=k, shape=[1], datatype="BYTES", data=[v]) for k, v in texts.items()]
+        outputs += [InferOutput(name=k, shape=[1], datatype="FP32", data=[float(v)]) for k, v in numbers.items()]
+        return InferResponse(response_id=check.request_id, model_name=self.name, infer_outputs=outputs)
+
+    async def infer_v2(self, request: InferRequest, headers: dict[str, str]) -> dict[str, Any]:
+        """One v2 check-in answered as the JSON object KServe's route writes, without KServe's wrapper objects.
+
+        The direct route (:mod:`facegate.serve.fastpath`) calls this for well-formed v2 JSON requests: the same
+        ``preprocess -> predict -> postprocess`` work and errors, with KServe's own latency histograms kept, but no
+        ``InferOutput``/``InferResponse`` objects and no ``to_rest`` (a quarter of the event loop's Python per
+        check-in). The answer is field for field what ``InferResponse.to_rest`` gives: FP32 outputs go through
+        float32 as KServe's encoder sends them; a test compares both routes.
+        """
+        labels = latency_histograms(self.name)
+        t0 = time.perf_counter()
+        check = await self.preprocess(request, headers)
+        t1 = time.perf_counter()
+        labels[0].observe(t1 - t0)
+        check = await self.predict(check, headers)
+        t2 = time.perf_counter()
+        labels[1].observe(t2 - t1)
+        texts, numbers = await self._conclude(check)
+        labels[2].observe(time.perf_counter() - t2)
+        outputs: list[dict[str, Any]] = [
+            {"name": k, "shape": [1], "datatype": "BYTES", "parameters": None, "data": [v]} for k, v in texts.items()
+        ]
+        outputs += [{"name": k, "shape": [1], "datatype": "FP32", "parameters": None,
+                     "data": [float(np.float32(v))]} for k, v in numbers.items()]  # fmt: skip
+        return {"model_name": self.name, "model_version": None, "id": check.request_id, "parameters": None,
+                "outputs": outputs}  # fmt: skip
+
+    async def _conclude(self, check: _Check) -> tuple[dict[str, str], dict[str, float]]:
+        """Compare (unless done on the worker thread), count, audit (likewise), log: the answer's fields."""
         rt = self.runtime
         version, threshold = rt.embedder.version, rt.threshold
         score: float | None = None
+        settled = check.settled
         if check.embedding is None:
             # A presentation attack is for a proctor to see, not something to try again.
             decision = "reject" if check.reason == "presentation_attack" else "retry"
             reason = check.reason or "no_face"
         else:
-            t0 = time.perf_counter()
-            score = float(np.dot(check.embedding, check.template))
-            STAGE_SECONDS.labels("compare", rt.embedder.name).observe(time.perf_counter() - t0)
-            SCORES.labels(version).observe(score)
-            MATCH_SCORE.labels(version).observe(score)
-            decision = "accept" if score >= threshold else "reject"
-            reason = "match" if decision == "accept" else "mismatch"
+            if settled is not None:
+                score = settled.score
+            else:
+                t0 = time.perf_counter()
+                score = float(np.dot(check.embedding, check.template))
+                child(STAGE_SECONDS, "compare", rt.embedder.name).observe(time.perf_counter() - t0)
+            child(SCORES, version).observe(score)
+            child(MATCH_SCORE, version).observe(score)
+            decision, reason = _decision(score, threshold)
             check.message = f"score {score:.3f} {'>=' if decision == 'accept' else '<'} threshold {threshold:.3f}"
-        DECISIONS.labels(decision, reason, version).inc()
+        child(DECISIONS, decision, reason, version).inc()
         count_checkin(check.kiosk, decision)
         covariate_metrics.record(check.bins, decision, reason)
-        t0 = time.perf_counter()
-        await self._record(check.kiosk, check.student_id, decision, score, reason, check.request_id)
-        STAGE_SECONDS.labels("audit", rt.embedder.name).observe(time.perf_counter() - t0)
-        STAGE_SECONDS.labels("total", rt.embedder.name).observe(time.perf_counter() - check.started)
+        if settled is not None:
+            if settled.error is not None:
+                raise settled.error
+            child(STAGE_SECONDS, "audit", rt.embedder.name).observe(settled.audit_s)
+        else:
+            t0 = time.perf_counter()
+            await self._record(check.kiosk, check.student_id, decision, score, reason, check.request_id)
+            child(STAGE_SECONDS, "audit", rt.embedder.name).observe(time.perf_counter() - t0)
+        child(STAGE_SECONDS, "total", rt.embedder.name).observe(time.perf_counter() - check.started)
         log.info(
             "verify",
             extra={"fields": {"request_id": check.request_id, "kiosk": check.kiosk,
@@ -523,11 +573,7 @@ class VerifierModel(_FacegateModel):
         )  # fmt: skip
         numbers = {"score": -1.0 if score is None else score, "threshold": threshold}
         texts = {"decision": decision, "model_version": version, "reason": reason, "message": check.message}
-        if check.protocol == "v1":
-            return {"predictions": [{**texts, **numbers}]}
-        outputs = [InferOutput(name=k, shape=[1], datatype="BYTES", data=[v]) for k, v in texts.items()]
-        outputs += [InferOutput(name=k, shape=[1], datatype="FP32", data=[float(v)]) for k, v in numbers.items()]
-        return InferResponse(response_id=check.request_id, model_name=self.name, infer_outputs=outputs)
+        return texts, numbers
 
     async def _record(
         self, kiosk: str, student_id: str, decision: str, score: float | None, reason: str, request_id: str

@@ -21,6 +21,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Summary
 
+from facegate.serve.metrics import child
+
 __all__ = ["CHECKINS", "INFLIGHT", "MATCH_SCORE", "QUEUE_DEPTH", "count_checkin", "hall_and_kiosk", "watch_load"]
 
 CHECKINS = Counter(
@@ -43,7 +45,7 @@ def hall_and_kiosk(key_name: str) -> tuple[str, str]:
 
 def count_checkin(key_name: str, decision: str) -> None:
     """Count one answered check-in of the kiosk whose key is ``key_name``."""
-    CHECKINS.labels(*hall_and_kiosk(key_name), decision).inc()
+    child(CHECKINS, *hall_and_kiosk(key_name), decision).inc()
 
 
 def watch_load(gate: Any, batcher: Any) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from facegate.data.imageio import decode_image, encode_jpeg
 from facegate.errors import FacegateError
 from facegate.faces.align import align_face
+from facegate.serve.workers import FORWARD_SLICE
 
 if TYPE_CHECKING:
     from facegate.serve.models import Runtime
@@ -79,8 +80,6 @@ def warm_up(runtime: Runtime) -> float:
     The preprocess pool's threads are made to start together (a barrier), so each builds its own detector now
     rather than on some kiosk's request later.
     """
-    from facegate.serve.models import FORWARD_SLICE  # loaded already: it is what calls this
-
     t0 = time.perf_counter()
     jpeg = synthetic_check_in()
     threads = runtime.settings.serve.preprocess_threads
