@@ -136,28 +136,38 @@ def embed_keys(
         # The model's set-up (runtime import, compilation: ~1 s) runs beside the first chunk's decoding, and only when
         # something is left to embed: a run answered from the cache never loads the network.
         setup: Future[None] | None = pool.submit(embedder.prepare) if todo else None
-        pending: list[Future[tuple[str, np.ndarray | None, str | None]]] | None = None
-        for chunk in [*_chunks(todo, batch_size), None]:
-            # Submit the next chunk before embedding the current one: its decoding overlaps this forward pass.
-            nxt = (
-                None if chunk is None else [pool.submit(_prepare_one, source, k, aligner, mode, limits) for k in chunk]
-            )
-            if pending is not None:
-                done = [f.result() for f in pending]
-                ok = [(k, face) for k, face, _ in done if face is not None]
-                failures.update({k: err for k, _, err in done if err is not None})
-                if setup is not None:
-                    setup.result()  # its error, if any, is the model's: raise it here rather than on the first pass
-                    setup = None
-                if ok:
-                    embs = embedder.embed(np.stack([f for _, f in ok]), batch_size=batch_size, flip=flip)
-                    fresh = [(k, e) for (k, _), e in zip(ok, embs, strict=True)]
-                    embeddings.update(fresh)
-                    stats.embedded += len(fresh)
-                    if cache is not None and ns is not None:
-                        cache.put_many(ns, [(digests[k], e) for k, e in fresh if k in digests])
-                bar.update(len(done))
-            pending = nxt
+
+        def decoded() -> Iterator[tuple[list[str], np.ndarray]]:
+            """Aligned faces chunk by chunk, the next chunk's decoding submitted before this one is handed on."""
+            nonlocal setup
+            pending: list[Future[tuple[str, np.ndarray | None, str | None]]] | None = None
+            for chunk in [*_chunks(todo, batch_size), None]:
+                nxt = (
+                    None
+                    if chunk is None
+                    else [pool.submit(_prepare_one, source, k, aligner, mode, limits) for k in chunk]
+                )
+                if pending is not None:
+                    done = [f.result() for f in pending]
+                    failures.update({k: err for k, _, err in done if err is not None})
+                    bar.update(sum(1 for _, face, _ in done if face is None))
+                    if setup is not None:
+                        setup.result()  # its error, if any, is the model's: raise it here rather than on a pass
+                        setup = None
+                    ok = [(k, face) for k, face, _ in done if face is not None]
+                    if ok:
+                        yield [k for k, _ in ok], np.stack([f for _, f in ok])
+                pending = nxt
+
+        # The embedder queues each chunk's forward pass before handing back the one before: caching the results
+        # and decoding ahead overlap the network instead of leaving it idle between chunks.
+        for done_keys, embs in embedder.embed_stream(decoded(), flip=flip):
+            fresh = list(zip(done_keys, embs, strict=True))
+            embeddings.update(fresh)
+            stats.embedded += len(fresh)
+            if cache is not None and ns is not None:
+                cache.put_many(ns, [(digests[k], e) for k, e in fresh if k in digests])
+            bar.update(len(fresh))
         bar.close()
     stats.failed = len(failures)
     stats.seconds = time.perf_counter() - t0
