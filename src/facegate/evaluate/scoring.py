@@ -76,6 +76,12 @@ def _prepare_one(
     return key, crop.face, None
 
 
+def _prepare_many(
+    source: ImageSource, keys: Sequence[str], aligner: FaceAligner, mode: AlignMode, limits: ImageLimits
+) -> list[tuple[str, np.ndarray | None, str | None]]:
+    return [_prepare_one(source, k, aligner, mode, limits) for k in keys]
+
+
 def _chunks(keys: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(keys), size):
         yield keys[start : start + size]
@@ -124,7 +130,9 @@ def embed_keys(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         todo: Sequence[str] = keys
         if cache is not None and ns is not None:
-            found = dict(zip(keys, pool.map(lambda k: image_digest(source, k, limits), keys), strict=True))
+            # A few hundred files per task: one future per image costs more than hashing a small JPEG.
+            hashed = pool.map(lambda ks: [image_digest(source, k, limits) for k in ks], _chunks(keys, 256))
+            found = dict(zip(keys, (d for part in hashed for d in part), strict=True))
             digests = {k: d for k, d in found.items() if d is not None}
             hits = cache.get_many(ns, list(digests.values()))
             for k, d in digests.items():
@@ -140,15 +148,19 @@ def embed_keys(
         def decoded() -> Iterator[tuple[list[str], np.ndarray]]:
             """Aligned faces chunk by chunk, the next chunk's decoding submitted before this one is handed on."""
             nonlocal setup
-            pending: list[Future[tuple[str, np.ndarray | None, str | None]]] | None = None
+            pending: list[Future[list[tuple[str, np.ndarray | None, str | None]]]] | None = None
             for chunk in [*_chunks(todo, batch_size), None]:
+                # One task per worker and chunk (not per image): fewer futures for the main thread to juggle.
                 nxt = (
                     None
                     if chunk is None
-                    else [pool.submit(_prepare_one, source, k, aligner, mode, limits) for k in chunk]
+                    else [
+                        pool.submit(_prepare_many, source, part, aligner, mode, limits)
+                        for part in _chunks(chunk, -(-len(chunk) // max(1, workers)))
+                    ]
                 )
                 if pending is not None:
-                    done = [f.result() for f in pending]
+                    done = [r for f in pending for r in f.result()]
                     failures.update({k: err for k, _, err in done if err is not None})
                     bar.update(sum(1 for _, face, _ in done if face is None))
                     if setup is not None:
