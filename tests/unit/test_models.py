@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -148,7 +149,7 @@ def test_embed_stream_matches_embed_in_order(runtime):
     sizes = [5, 1, 3, 3]  # parts of 4 and 1; a batch smaller than a part; more batches than requests in flight
     starts = np.cumsum([0, *sizes])
     for flip in (False, True):
-        batches = [(f"b{i}", faces[a:b]) for i, (a, b) in enumerate(zip(starts[:-1], starts[1:], strict=True))]
+        batches = [(f"b{i}", faces[a:b]) for i, (a, b) in enumerate(itertools.pairwise(starts))]
         got = list(model.embed_stream(iter(batches), flip=flip))
         assert [tag for tag, _ in got] == [tag for tag, _ in batches]
         for (_, emb), (_, batch) in zip(got, batches, strict=True):
