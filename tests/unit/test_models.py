@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -138,3 +139,32 @@ def test_evaluate_records_threshold_in_bundle(tmp_path):
     assert meta["threshold"] == metrics["threshold"]  # 100 impostors cannot resolve FAR 1e-3: accuracy-optimal
     assert meta["threshold_source"]["at_target_far"] is False
     assert load_embedder(bundle).default_threshold == meta["threshold"]  # and serving/verify use it
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "opencv"])
+def test_embed_stream_matches_embed_in_order(runtime):
+    """A stream of batches (odd sizes, flip or not) gives each batch's ``embed`` result, tagged, in order."""
+    model = create_embedder("sface", runtime=runtime)
+    faces, _ = synthetic_faces(4, 3)
+    sizes = [5, 1, 3, 3]  # parts of 4 and 1; a batch smaller than a part; more batches than requests in flight
+    starts = np.cumsum([0, *sizes])
+    for flip in (False, True):
+        batches = [(f"b{i}", faces[a:b]) for i, (a, b) in enumerate(itertools.pairwise(starts))]
+        got = list(model.embed_stream(iter(batches), flip=flip))
+        assert [tag for tag, _ in got] == [tag for tag, _ in batches]
+        for (_, emb), (_, batch) in zip(got, batches, strict=True):
+            np.testing.assert_allclose(emb, model.embed(batch, flip=flip), atol=1e-6)
+    assert list(model.embed_stream(iter([]))) == []
+    with pytest.raises(ValueError, match="112, 112, 3"):
+        list(model.embed_stream(iter([("bad", np.zeros((2, 100, 100, 3), np.uint8))])))
+
+
+def test_abandoned_embed_stream_leaves_the_model_usable(sface):
+    """A caller that stops reading midway (an error while caching, say) leaves no request writing behind it."""
+    faces, _ = synthetic_faces(4, 4)
+    stream = sface.embed_stream(iter([(i, faces[i : i + 4]) for i in range(0, 16, 4)]))
+    first = next(stream)
+    stream.close()
+    assert first[0] == 0
+    np.testing.assert_allclose(first[1], sface.embed(faces[:4]), atol=1e-6)
+    np.testing.assert_allclose(sface.embed(faces), sface.embed(faces, batch_size=3), atol=1e-6)

@@ -149,12 +149,18 @@ def balanced_folds(same: np.ndarray, n_folds: int = 10) -> np.ndarray:
     return folds
 
 
-def _lfw_key(images: Path, name: str, num: str, lineno: int) -> str:
+def _lfw_key(images: Path, name: str, num: str, lineno: int, seen: dict[str, str]) -> str:
     try:
         n = int(num)
     except ValueError:
         raise DataError(f"pairs.txt line {lineno}: image number {num!r} is not an integer") from None
     stem = f"{name}/{name}_{n:04d}"
+    if stem not in seen:  # LFW names most images in several pairs: look for each file once
+        seen[stem] = _lfw_file(images, stem)
+    return seen[stem]
+
+
+def _lfw_file(images: Path, stem: str) -> str:
     for ext in _IMAGE_EXTS:
         if (images / (stem + ext)).exists():
             return stem + ext
@@ -182,6 +188,7 @@ def load_lfw_pairs(pairs_file: str | Path, images: str | Path) -> PairSet:
     right: list[str] = []
     same: list[bool] = []
     header: list[int] | None = None
+    seen: dict[str, str] = {}
     for lineno, raw in enumerate(lines, start=1):
         fields = raw.split()
         if not fields:
@@ -190,12 +197,12 @@ def load_lfw_pairs(pairs_file: str | Path, images: str | Path) -> PairSet:
             header = [int(f) for f in fields]
             continue
         if len(fields) == 3:
-            left.append(_lfw_key(root, fields[0], fields[1], lineno))
-            right.append(_lfw_key(root, fields[0], fields[2], lineno))
+            left.append(_lfw_key(root, fields[0], fields[1], lineno, seen))
+            right.append(_lfw_key(root, fields[0], fields[2], lineno, seen))
             same.append(True)
         elif len(fields) == 4:
-            left.append(_lfw_key(root, fields[0], fields[1], lineno))
-            right.append(_lfw_key(root, fields[2], fields[3], lineno))
+            left.append(_lfw_key(root, fields[0], fields[1], lineno, seen))
+            right.append(_lfw_key(root, fields[2], fields[3], lineno, seen))
             same.append(False)
         else:
             raise DataError(f"{path}:{lineno}: expected 3 or 4 fields, got {len(fields)}")

@@ -76,6 +76,12 @@ def _prepare_one(
     return key, crop.face, None
 
 
+def _prepare_many(
+    source: ImageSource, keys: Sequence[str], aligner: FaceAligner, mode: AlignMode, limits: ImageLimits
+) -> list[tuple[str, np.ndarray | None, str | None]]:
+    return [_prepare_one(source, k, aligner, mode, limits) for k in keys]
+
+
 def _chunks(keys: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(keys), size):
         yield keys[start : start + size]
@@ -124,7 +130,9 @@ def embed_keys(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         todo: Sequence[str] = keys
         if cache is not None and ns is not None:
-            found = dict(zip(keys, pool.map(lambda k: image_digest(source, k, limits), keys), strict=True))
+            # A few hundred files per task: one future per image costs more than hashing a small JPEG.
+            hashed = pool.map(lambda ks: [image_digest(source, k, limits) for k in ks], _chunks(keys, 256))
+            found = dict(zip(keys, (d for part in hashed for d in part), strict=True))
             digests = {k: d for k, d in found.items() if d is not None}
             hits = cache.get_many(ns, list(digests.values()))
             for k, d in digests.items():
@@ -136,28 +144,42 @@ def embed_keys(
         # The model's set-up (runtime import, compilation: ~1 s) runs beside the first chunk's decoding, and only when
         # something is left to embed: a run answered from the cache never loads the network.
         setup: Future[None] | None = pool.submit(embedder.prepare) if todo else None
-        pending: list[Future[tuple[str, np.ndarray | None, str | None]]] | None = None
-        for chunk in [*_chunks(todo, batch_size), None]:
-            # Submit the next chunk before embedding the current one: its decoding overlaps this forward pass.
-            nxt = (
-                None if chunk is None else [pool.submit(_prepare_one, source, k, aligner, mode, limits) for k in chunk]
-            )
-            if pending is not None:
-                done = [f.result() for f in pending]
-                ok = [(k, face) for k, face, _ in done if face is not None]
-                failures.update({k: err for k, _, err in done if err is not None})
-                if setup is not None:
-                    setup.result()  # its error, if any, is the model's: raise it here rather than on the first pass
-                    setup = None
-                if ok:
-                    embs = embedder.embed(np.stack([f for _, f in ok]), batch_size=batch_size, flip=flip)
-                    fresh = [(k, e) for (k, _), e in zip(ok, embs, strict=True)]
-                    embeddings.update(fresh)
-                    stats.embedded += len(fresh)
-                    if cache is not None and ns is not None:
-                        cache.put_many(ns, [(digests[k], e) for k, e in fresh if k in digests])
-                bar.update(len(done))
-            pending = nxt
+
+        def decoded() -> Iterator[tuple[list[str], np.ndarray]]:
+            """Aligned faces chunk by chunk, the next chunk's decoding submitted before this one is handed on."""
+            nonlocal setup
+            pending: list[Future[list[tuple[str, np.ndarray | None, str | None]]]] | None = None
+            for chunk in [*_chunks(todo, batch_size), None]:
+                # One task per worker and chunk (not per image): fewer futures for the main thread to juggle.
+                nxt = (
+                    None
+                    if chunk is None
+                    else [
+                        pool.submit(_prepare_many, source, part, aligner, mode, limits)
+                        for part in _chunks(chunk, -(-len(chunk) // max(1, workers)))
+                    ]
+                )
+                if pending is not None:
+                    done = [r for f in pending for r in f.result()]
+                    failures.update({k: err for k, _, err in done if err is not None})
+                    bar.update(sum(1 for _, face, _ in done if face is None))
+                    if setup is not None:
+                        setup.result()  # its error, if any, is the model's: raise it here rather than on a pass
+                        setup = None
+                    ok = [(k, face) for k, face, _ in done if face is not None]
+                    if ok:
+                        yield [k for k, _ in ok], np.stack([f for _, f in ok])
+                pending = nxt
+
+        # The embedder queues each chunk's forward pass before handing back the one before: caching the results
+        # and decoding ahead overlap the network instead of leaving it idle between chunks.
+        for done_keys, embs in embedder.embed_stream(decoded(), flip=flip):
+            fresh = list(zip(done_keys, embs, strict=True))
+            embeddings.update(fresh)
+            stats.embedded += len(fresh)
+            if cache is not None and ns is not None:
+                cache.put_many(ns, [(digests[k], e) for k, e in fresh if k in digests])
+            bar.update(len(fresh))
         bar.close()
     stats.failed = len(failures)
     stats.seconds = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from facegate.errors import ModelError
 __all__ = ["Embedder", "create_embedder", "list_models", "load_embedder", "register_model"]
 
 BUNDLE_FILE = "facegate.json"
+_T = TypeVar("_T")
 
 
 class Embedder(ABC):
@@ -84,26 +85,40 @@ class Embedder(ABC):
         Raises:
             ValueError: On a wrong shape or dtype.
         """
-        arr = np.asarray(faces)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[1:] != (112, 112, 3) or arr.dtype != np.uint8:
-            raise ValueError(f"expected (N, 112, 112, 3) uint8 aligned faces, got {arr.shape} {arr.dtype}")
+        arr = _checked_faces(faces)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         out = np.empty((arr.shape[0], self.embedding_size), dtype=np.float32)
         for start in range(0, arr.shape[0], batch_size):
             batch = np.ascontiguousarray(arr[start : start + batch_size])
-            n = batch.shape[0]
-            if flip:
-                # The mirrored faces ride in the same forward pass as the originals: one call of 2n faces costs
-                # less than two calls of n (per-call overhead, and better use of both cores).
-                both = self._forward(np.concatenate([batch, batch[:, :, ::-1, :]])).astype(np.float32, copy=False)
-                emb = both[:n] + both[n:]
-            else:
-                emb = self._forward(batch).astype(np.float32, copy=False)
-            out[start : start + n] = emb
+            out[start : start + batch.shape[0]] = self._raw(batch, flip)
         return l2_normalize(out)
+
+    def _raw(self, batch: np.ndarray, flip: bool) -> np.ndarray:
+        """Unnormalised embeddings of one batch (with flip: the original's plus the mirror's, from one pass)."""
+        n = batch.shape[0]
+        if flip:
+            # The mirrored faces ride in the same forward pass as the originals: one call of 2n faces costs
+            # less than two calls of n (per-call overhead, and better use of both cores).
+            return sum_mirrored(self._forward(with_mirrored(batch)).astype(np.float32, copy=False), n)
+        return self._forward(batch).astype(np.float32, copy=False)
+
+    def embed_stream(
+        self, batches: Iterable[tuple[_T, np.ndarray]], *, flip: bool = False
+    ) -> Iterator[tuple[_T, np.ndarray]]:
+        """Embed a stream of ``(tag, faces)`` batches, yielding ``(tag, embeddings)`` in the same order.
+
+        Each batch goes through the network as one forward pass (as :meth:`embed` with ``batch_size=len(faces)``).
+        Runtimes that queue work asynchronously override this to keep the network busy between batches: the next
+        batch is queued before the previous one's embeddings are handed back, so whatever the caller does with them
+        (caching, bookkeeping) and the pull of the next batch overlap the forward passes.
+
+        Raises:
+            ValueError: On a batch of the wrong shape or dtype.
+        """
+        for tag, faces in batches:
+            arr = np.ascontiguousarray(_checked_faces(faces))
+            yield tag, l2_normalize(self._raw(arr, flip))
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description recorded beside outputs."""
@@ -114,6 +129,27 @@ class Embedder(ABC):
             "default_threshold": self.default_threshold,
             "precision": self.precision,
         }
+
+
+def _checked_faces(faces: np.ndarray) -> np.ndarray:
+    """``faces`` as ``(N, 112, 112, 3)`` uint8 (a single face gains the batch axis); ``ValueError`` otherwise."""
+    arr = np.asarray(faces)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[1:] != (112, 112, 3) or arr.dtype != np.uint8:
+        raise ValueError(f"expected (N, 112, 112, 3) uint8 aligned faces, got {arr.shape} {arr.dtype}")
+    return arr
+
+
+def with_mirrored(batch: np.ndarray) -> np.ndarray:
+    """``batch`` followed by its horizontally mirrored faces (flip test-time augmentation's one forward pass)."""
+    return np.concatenate([batch, batch[:, :, ::-1, :]])
+
+
+def sum_mirrored(raw: np.ndarray, n: int) -> np.ndarray:
+    """The embeddings of :func:`with_mirrored`'s ``2n`` faces folded back to ``n``: original plus mirror."""
+    out: np.ndarray = raw[:n] + raw[n:]
+    return out
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -15,22 +15,26 @@ once (same outputs, bit for bit) and the folded copy is what runs, on one of two
 
 from __future__ import annotations
 
+import collections
 import importlib.util
+import itertools
 import threading
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import cv2
 import numpy as np
 
 from facegate.errors import ModelError
 from facegate.faces.detect import SFACE_FILE, SFACE_SHA256, packaged_model_path, verify_sha256
-from facegate.models.base import Embedder, register_model
+from facegate.models.base import Embedder, _checked_faces, l2_normalize, register_model, sum_mirrored, with_mirrored
 
 __all__ = ["PRECISIONS", "SFaceEmbedder"]
 
 #: Arithmetic SFace can run in: ``f32`` everywhere, ``bf16`` on OpenVINO.
 PRECISIONS = ("f32", "bf16")
+_T = TypeVar("_T")
 Runtime = Literal["openvino", "opencv"]
 #: OpenVINO CPU streams: one per core of the 2-core machines facegate runs on (serving pods, CI, the eval box).
 OV_STREAMS = 2
@@ -160,6 +164,7 @@ class SFaceEmbedder(Embedder):
             import openvino as ov
 
             queue = ov.AsyncInferQueue(self._ov_compiled(), 2 * OV_STREAMS)
+            queue.set_callback(_part_done)
             self._local.queue = queue
         return queue
 
@@ -174,20 +179,96 @@ class SFaceEmbedder(Embedder):
         return out.reshape(faces.shape[0], -1)
 
     def _forward_openvino(self, faces: np.ndarray) -> np.ndarray:
-        n = faces.shape[0]
-        x = np.ascontiguousarray(faces.transpose(0, 3, 1, 2), dtype=np.float32)
-        out = np.empty((n, self.embedding_size), dtype=np.float32)
+        stream = self._stream_openvino(iter([(None, faces)]))
+        _, raw = next(stream)
+        stream.close()
+        return raw
+
+    def embed_stream(
+        self, batches: Iterable[tuple[_T, np.ndarray]], *, flip: bool = False
+    ) -> Iterator[tuple[_T, np.ndarray]]:
+        """As :meth:`Embedder.embed_stream`; on OpenVINO the next batch's parts queue before a batch is handed back.
+
+        So the two streams never wait for the caller between batches (a batch-at-a-time ``embed`` drains both
+        streams at its end, and they idle while the caller caches the results and stacks the next batch).
+        """
+        items = iter(batches)
+        first = next(items, None)  # the runtime is decided (folded graph, compiled) after the first batch is ready
+        if first is None:
+            return
+        chained = itertools.chain([first], items)
+        if self.runtime != "openvino":
+            yield from super().embed_stream(chained, flip=flip)
+            return
+        checked = ((tag, np.ascontiguousarray(_checked_faces(faces))) for tag, faces in chained)
+        prepared = ((tag, with_mirrored(arr) if flip else arr) for tag, arr in checked)
+        for tag, raw in self._stream_openvino(prepared):
+            n = raw.shape[0] // 2 if flip else raw.shape[0]
+            yield tag, l2_normalize(sum_mirrored(raw, n) if flip else raw)
+
+    def _stream_openvino(
+        self, batches: Iterator[tuple[_T, np.ndarray]]
+    ) -> Generator[tuple[_T, np.ndarray], None, None]:
+        """Raw embeddings batch by batch, keeping this thread's infer queue fed across batches."""
         queue = self._ov_queue()
+        pending: collections.deque[_Pending[_T]] = collections.deque()
+        try:
+            for tag, faces in batches:
+                x = np.ascontiguousarray(faces.transpose(0, 3, 1, 2), dtype=np.float32)
+                batch = _Pending(
+                    tag, np.empty((x.shape[0], self.embedding_size), np.float32), -(-x.shape[0] // OV_PART)
+                )
+                pending.append(batch)
+                for start in range(0, x.shape[0], OV_PART):
+                    # Blocks while all requests are busy: by the time the last part is queued, the batch before
+                    # this one is done (or nearly), and both streams still have work.
+                    queue.start_async({0: x[start : start + OV_PART]}, (batch, start))
+                while len(pending) > 1 or (pending and pending[0].finished.is_set()):
+                    head = pending.popleft()
+                    _wait(head, queue)
+                    yield head.tag, head.out
+            queue.wait_all()
+            while pending:
+                head = pending.popleft()
+                yield head.tag, head.out
+        finally:
+            # Abandoned or failed midway: no request may still write into a batch's buffer once this returns.
+            queue.wait_all()
 
-        def done(request: Any, start: int) -> None:
-            res = request.get_output_tensor(0).data
-            out[start : start + res.shape[0]] = res.reshape(res.shape[0], -1)
 
-        queue.set_callback(done)
-        for start in range(0, n, OV_PART):
-            queue.start_async({0: x[start : start + OV_PART]}, start)
-        queue.wait_all()
-        return out
+def _wait(batch: _Pending[Any], queue: Any) -> None:
+    """Wait for ``batch``'s parts; raise OpenVINO's error if the queue went idle without finishing them."""
+    while not batch.finished.wait(0.05):
+        if queue.is_ready() and not batch.finished.is_set():
+            queue.wait_all()  # raises the failed request's error
+            if not batch.finished.is_set():
+                raise ModelError("OpenVINO finished without returning every part of a batch")
+
+
+def _part_done(request: Any, job: tuple[_Pending[Any], int]) -> None:
+    """AsyncInferQueue's callback, on OpenVINO's threads: copy a part's embeddings into its batch's buffer."""
+    batch, start = job
+    res = request.get_output_tensor(0).data
+    batch.out[start : start + res.shape[0]] = res.reshape(res.shape[0], -1)
+    batch.part_done()
+
+
+class _Pending(Generic[_T]):
+    """A batch in OpenVINO's queue: its output buffer, and an event set when its last part has come back."""
+
+    def __init__(self, tag: _T, out: np.ndarray, parts: int) -> None:
+        self.tag, self.out, self._left = tag, out, parts
+        self._lock = threading.Lock()
+        self.finished = threading.Event()
+        if parts == 0:
+            self.finished.set()
+
+    def part_done(self) -> None:
+        # Called on OpenVINO's callback threads: one per finished part, any order.
+        with self._lock:
+            self._left -= 1
+            if self._left == 0:
+                self.finished.set()
 
 
 def _openvino_installed() -> bool:
