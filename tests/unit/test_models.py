@@ -168,3 +168,18 @@ def test_abandoned_embed_stream_leaves_the_model_usable(sface):
     assert first[0] == 0
     np.testing.assert_allclose(first[1], sface.embed(faces[:4]), atol=1e-6)
     np.testing.assert_allclose(sface.embed(faces), sface.embed(faces, batch_size=3), atol=1e-6)
+
+
+def test_limit_threads_compiles_openvino_for_that_many_threads():
+    """A reindex worker's share of the cores reaches OpenVINO: threads and streams, and the embeddings stay put."""
+    model = create_embedder("sface", runtime="openvino")
+    faces, _ = synthetic_faces(2, 3)
+    before = model.embed(faces)
+    model.limit_threads(1)
+    after = model.embed(faces)
+    compiled = model._ov_compiled()
+    assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+    assert int(compiled.get_property("NUM_STREAMS")) == 1
+    np.testing.assert_allclose(after, before, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 1"):
+        model.limit_threads(0)

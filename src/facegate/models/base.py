@@ -71,6 +71,10 @@ class Embedder(ABC):
         """Do the first forward pass's set-up (load, compile) now; callers overlap it with decoding. No-op here."""
         return None
 
+    def limit_threads(self, threads: int) -> None:
+        """Use at most ``threads`` CPU threads for forward passes (N processes sharing a machine). No-op here."""
+        return None
+
     def embed(self, faces: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
         """Embed aligned faces.
 

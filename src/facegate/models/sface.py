@@ -87,6 +87,7 @@ class SFaceEmbedder(Embedder):
         self._runtime: Runtime | None = None
         self._compiled: Any = None
         self._compile_lock = threading.Lock()
+        self._threads: int | None = None
         self.set_precision(precision)  # also creates the per-thread state
 
     def set_precision(self, precision: str) -> None:
@@ -145,16 +146,32 @@ class SFaceEmbedder(Embedder):
         if self.runtime == "openvino":
             self._ov_compiled()
 
+    def limit_threads(self, threads: int) -> None:
+        """Run OpenVINO's forward passes on at most ``threads`` threads (and as many streams, up to two).
+
+        Without it every process on a machine sizes OpenVINO's pool to all the cores: N reindex workers would run
+        N times as many threads as cores and pay for it in context switches and evicted caches. OpenCV's pool is
+        process-wide (``cv2.setNumThreads``): the caller that owns the process sets it.
+        """
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+        with self._compile_lock:
+            self._threads = threads
+            self._compiled = None  # compiled for the old budget: recompiled on the next forward pass
+        self._local = threading.local()
+
     def _ov_compiled(self) -> Any:
         import openvino as ov
 
         with self._compile_lock:
             if self._compiled is None:
-                config = {
+                config: dict[str, Any] = {
                     "INFERENCE_PRECISION_HINT": self.precision,
                     "PERFORMANCE_HINT": "THROUGHPUT",
-                    "NUM_STREAMS": OV_STREAMS,
+                    "NUM_STREAMS": OV_STREAMS if self._threads is None else min(OV_STREAMS, self._threads),
                 }
+                if self._threads is not None:
+                    config["INFERENCE_NUM_THREADS"] = self._threads
                 self._compiled = ov.Core().compile_model(str(self._graph()), "CPU", config)
             return self._compiled
 

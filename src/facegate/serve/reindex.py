@@ -193,14 +193,16 @@ def reindex_shard(
 def _worker(
     url: str, model: str, keys: list[tuple[str, bytes]], shard: int, shards: int, chunk: int, resume: bool, threads: int
 ) -> dict[str, Any]:
-    """One local worker process: its own gallery connection, model and OpenCV thread budget."""
+    """One local worker process: its own gallery connection, model and share of the cores."""
     import cv2
 
     from facegate.bundles import load_embedder
 
-    cv2.setNumThreads(threads)  # N workers share the cores instead of each spawning a thread per core
+    cv2.setNumThreads(threads)  # decoding too: N workers share the cores instead of each spawning a thread per core
+    embedder = load_embedder(model)
+    embedder.limit_threads(threads)
     gallery = Gallery(url, KeyRing(keys))
-    rep = reindex_shard(gallery, load_embedder(model), shard=shard, shards=shards, chunk=chunk, resume=resume)
+    rep = reindex_shard(gallery, embedder, shard=shard, shards=shards, chunk=chunk, resume=resume)
     return asdict(rep)
 
 
