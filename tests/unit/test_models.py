@@ -180,6 +180,7 @@ def test_limit_threads_compiles_openvino_for_that_many_threads():
     compiled = model._ov_compiled()
     assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
     assert int(compiled.get_property("NUM_STREAMS")) == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False  # pinned, every worker's stream sat on core 0
     np.testing.assert_allclose(after, before, atol=1e-5)
     with pytest.raises(ValueError, match="at least 1"):
         model.limit_threads(0)

@@ -172,6 +172,9 @@ class SFaceEmbedder(Embedder):
                 }
                 if self._threads is not None:
                     config["INFERENCE_NUM_THREADS"] = self._threads
+                    # Pinned, every process's streams land on the same first cores (each process numbers them
+                    # from 0): two reindex workers kept 1.1 of 2 cores busy. The scheduler spreads them unpinned.
+                    config["ENABLE_CPU_PINNING"] = False
                 self._compiled = ov.Core().compile_model(str(self._graph()), "CPU", config)
             return self._compiled
 
