@@ -154,3 +154,56 @@ def test_warm_up_runs_on_every_preprocess_thread_and_records_nothing(tmp_path, m
     create_app(settings, runtime, keys)  # type: ignore[arg-type]
     assert threads == set()
     runtime.close()
+
+
+def test_counters_and_the_log_line_come_after_the_answer_and_cannot_fail_it(photos, tmp_path, monkeypatch, caplog):
+    """The direct route writes the answer first, then counts and logs; KServe's route still counts before answering."""
+    import facegate.serve.models as served
+
+    runtime, keys, settings = _runtime(tmp_path)
+    gate = create_app(settings, runtime, keys)  # type: ignore[arg-type]
+    events: list[str] = []
+    real_count = served.count_checkin
+
+    def counting(kiosk: str, decision: str) -> None:
+        events.append(f"counted {decision}")
+        real_count(kiosk, decision)
+
+    monkeypatch.setattr(served, "count_checkin", counting)
+
+    def recording(app):  # type: ignore[no-untyped-def]
+        async def wrapped(scope, receive, send):  # type: ignore[no-untyped-def]
+            async def send_recorded(message):  # type: ignore[no-untyped-def]
+                await send(message)
+                if message["type"] == "http.response.body":
+                    events.append("answered")
+
+            await app(scope, receive, send_recorded)
+
+        return wrapped
+
+    direct, kserve = gate.app, gate.fastapi  # type: ignore[attr-defined]
+    kiosk = {"Authorization": f"Bearer {keys.create('kiosk-1')}"}
+    enrol = [(photos / "train" / "obama" / n).read_bytes() for n in ("obama.jpg", "obama2.jpg")]
+    with TestClient(gate) as client:
+        body = {"photos": [base64.b64encode(p).decode() for p in enrol]}
+        assert client.put("/admin/v1/students/S1", json=body, headers={"Authorization": f"Bearer {ADMIN}"}).is_success
+        check_in = verify_request(enrol[0], "S1")
+        for app, want in ((direct, ["answered", "counted accept"]), (kserve, ["counted accept", "answered"])):
+            gate.app = recording(app)  # type: ignore[assignment]
+            events.clear()
+            with caplog.at_level("INFO", logger="facegate.serve"):
+                r = client.post("/v2/models/verifier/infer", json=check_in, headers=kiosk)
+            assert r.status_code == 200 and events == want
+            assert [rec for rec in caplog.records if rec.getMessage() == "verify"]  # logged on both routes
+            caplog.clear()
+
+        def broken(kiosk: str, decision: str) -> None:
+            raise RuntimeError("counter backend gone")
+
+        monkeypatch.setattr(served, "count_checkin", broken)
+        gate.app = direct  # type: ignore[assignment]
+        with caplog.at_level("ERROR", logger="facegate.serve"):
+            r = client.post("/v2/models/verifier/infer", json=check_in, headers=kiosk)
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == ["accept"]  # the answer stands
+        assert any(rec.getMessage() == "bookkeeping after the answer failed" for rec in caplog.records)

@@ -25,6 +25,22 @@ def test_luma_of_box_and_centre() -> None:
     assert luma(np.full((10, 10, 3), (255, 0, 0), np.uint8)) == pytest.approx(0.299 * 255, abs=0.1)
 
 
+def test_luma_matches_the_per_pixel_definition() -> None:
+    """Luma from channel means equals the mean of per-pixel BT.601 luma: colour, grey, alpha, boxes off the edge."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    weights = np.array([0.299, 0.587, 0.114])
+    for box in ((5.5, 3.2, 20.0, 30.7), (-10.0, -4.0, 30.0, 20.0), (50.0, 40.0, 40.0, 40.0)):
+        x, y, w, h = box
+        x0, y0, x1, y1 = max(0, int(x)), max(0, int(y)), min(64, int(np.ceil(x + w))), min(48, int(np.ceil(y + h)))
+        want = float((rgb[y0:y1, x0:x1].astype(np.float64) @ weights).mean())
+        assert luma(rgb, box) == pytest.approx(want, abs=1e-6)
+        rgba = np.concatenate([rgb, np.full((48, 64, 1), 7, np.uint8)], axis=2)
+        assert luma(rgba, box) == pytest.approx(want, abs=1e-6)  # alpha does not count
+    grey = rgb[..., 0]
+    assert luma(grey) == pytest.approx(float(grey[12:36, 16:48].mean()), abs=1e-6)  # the central half
+
+
 def test_yaw_proxy_frontal_and_turned() -> None:
     assert yaw_proxy(FRONTAL) < 0.02
     turned = FRONTAL.copy()

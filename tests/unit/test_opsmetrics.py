@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import create_engine
 
-from facegate.serve.opsmetrics import CHECKINS, count_checkin, hall_and_kiosk
+from facegate.serve.auth import ApiKeyStore
+from facegate.serve.opsmetrics import CHECKINS, count_checkin, hall_and_kiosk, prime_checkins
 
 pytestmark = pytest.mark.unit
 
@@ -23,3 +26,32 @@ def test_count_checkin_counts_per_hall_kiosk_and_decision() -> None:
     count_checkin("hall-z.k1", "accept")
     count_checkin("hall-z.k1", "reject")
     assert child._value.get() == before + 1
+
+
+def _series(kiosk: str) -> dict[str, float]:
+    return {
+        s.labels["decision"]: s.value
+        for m in REGISTRY.collect()
+        if m.name == "facegate_checkins"
+        for s in m.samples
+        if s.name == "facegate_checkins_total" and s.labels.get("kiosk") == kiosk
+    }
+
+
+def test_every_kiosk_key_has_its_series_at_zero_once_the_key_table_is_read(tmp_path) -> None:
+    """A pod that just started exports each kiosk's counters at 0, so rate() counts that kiosk's first check-ins."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    store = ApiKeyStore(engine, env={})
+    store.on_reload = prime_checkins
+    store.create("hall-q.kiosk-01")
+    store.create("ops-admin", role="admin")
+    assert _series("hall-q.kiosk-01") == {}  # nothing read yet
+    store.preload()
+    assert _series("hall-q.kiosk-01") == {"accept": 0.0, "reject": 0.0, "retry": 0.0}
+    assert _series("ops-admin") == {}  # administrators do not check students in
+    store.create("hall-q.kiosk-02")  # a key created later starts at 0 with the next read of the table
+    store._reload()
+    assert _series("hall-q.kiosk-02") == {"accept": 0.0, "reject": 0.0, "retry": 0.0}
+    count_checkin("hall-q.kiosk-01", "retry")
+    store._reload()  # a re-read does not reset what was counted
+    assert _series("hall-q.kiosk-01")["retry"] == 1.0

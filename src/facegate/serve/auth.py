@@ -21,7 +21,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -94,6 +94,8 @@ class ApiKeyStore:
         self._refresh_lock = threading.Lock()
         self._refreshing = threading.Event()
         self._generation = 0  # bumped by every create/revoke here, so an older read is never installed after it
+        #: Called with the principals of each table read (the check-in counters start every kiosk's series at 0).
+        self.on_reload: Callable[[Iterable[Principal]], None] | None = None
         bootstrap = (env if env is not None else os.environ).get(ADMIN_KEY_ENV, "")
         # Only the digest is kept: the key itself is not held in memory longer than this constructor.
         self._bootstrap = hash_key(bootstrap) if bootstrap else None
@@ -218,6 +220,8 @@ class ApiKeyStore:
         with self._lock:
             if generation == self._generation:  # a key created or revoked meanwhile: this copy may predate it
                 self._table, self._loaded_at = table, started
+        if self.on_reload is not None:
+            self.on_reload(table.values())
         return table
 
     @staticmethod

@@ -12,6 +12,10 @@ orjson. Anything it does not handle the same way (a body that does not parse, an
 outputs asked for, a client that went away) is *replayed* into FastAPI unchanged, so every error answer stays
 the one KServe and facegate's handlers give; only the well-formed path is shorter.
 
+**After the answer.** Bookkeeping that does not change the answer (the decision counters, the covariate counts, the
+``verify`` log line) is registered with :func:`after_answer` and run once the answer is written, so the kiosk does
+not wait for it; outside the direct route (or when no answer is being written) it runs at once.
+
 Stage timers (``facegate_stage_seconds``): ``read_body``, ``parse`` and ``serialise`` here; ``auth`` in the
 gatekeeper; ``decode``, ``detect``, ``align``, ``queue``, ``embed``, ``compare``, ``audit`` and ``total`` in the
 models and the micro-batcher.
@@ -19,6 +23,8 @@ models and the micro-batcher.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -31,7 +37,9 @@ from facegate.serve.kserve_compat import InferRequest, InvalidInput
 from facegate.serve.metrics import STAGE_SECONDS, child
 from facegate.serve.protocol import StrictDataPlane
 
-__all__ = ["FastInfer", "observe_stage"]
+__all__ = ["FastInfer", "after_answer", "observe_stage"]
+
+log = logging.getLogger("facegate.serve")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,6 +50,31 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _INFER = re.compile(r"/v2/models/([^/]+)/infer/?")
 #: The stage label for a model's own timers is the served model's name, set once the runtime is built.
 _MODEL_LABEL = ["model"]
+
+
+#: Work this request's direct route runs once its answer is written (None: no direct route around this request).
+_AFTER: contextvars.ContextVar[list[Callable[[], None]] | None] = contextvars.ContextVar("facegate_after", default=None)
+
+
+def after_answer(work: Callable[[], None]) -> None:
+    """Run ``work`` once this request's answer is written, or now when nothing defers it (see the module docstring).
+
+    For bookkeeping only: ``work`` must not change the answer, and an error in it is logged, never answered.
+    """
+    pending = _AFTER.get()
+    if pending is None:
+        work()
+    else:
+        pending.append(work)
+
+
+def _run_deferred(pending: list[Callable[[], None]]) -> None:
+    for work in pending:
+        try:
+            work()
+        except Exception:  # bookkeeping after the answer: the client already has it, so only the log can say
+            log.exception("bookkeeping after the answer failed")
+    pending.clear()
 
 
 def set_stage_model(name: str) -> None:
@@ -115,6 +148,19 @@ class FastInfer:
             return
         observe_stage("parse", time.perf_counter() - t1)
         direct = getattr(model, "infer_v2", None)
+        pending: list[Callable[[], None]] = []
+        token = _AFTER.set(pending)
+        try:
+            await self._answer(scope, replay, send, name, model, request, headers, direct)
+        finally:
+            _AFTER.reset(token)
+            _run_deferred(pending)  # the answer is written (or failed): now the counters and the log line
+
+    async def _answer(
+        self, scope: Scope, replay: Receive, send: Send, name: str, model: Any, request: InferRequest,
+        headers: dict[str, str], direct: Any,
+    ) -> None:  # fmt: skip
+        """Run the model and write its answer (or the application's error answer)."""
         try:
             if direct is not None:
                 # The verifier answers without KServe's Model.__call__, InferResponse and to_rest (see its infer_v2).

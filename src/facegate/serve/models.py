@@ -50,7 +50,7 @@ from facegate.models.base import Embedder
 from facegate.serve import covariate_metrics
 from facegate.serve.batching import MicroBatcher
 from facegate.serve.decisions import DecisionLog
-from facegate.serve.fastpath import set_stage_model
+from facegate.serve.fastpath import after_answer, set_stage_model
 from facegate.serve.gallery import Gallery, check_student_id
 from facegate.serve.http_edges import adopt_request_id
 from facegate.serve.kserve_compat import InferOutput, InferRequest, InferResponse, Model, latency_histograms
@@ -549,28 +549,45 @@ class VerifierModel(_FacegateModel):
                 t0 = time.perf_counter()
                 score = float(np.dot(check.embedding, check.template))
                 child(STAGE_SECONDS, "compare", rt.embedder.name).observe(time.perf_counter() - t0)
-            child(SCORES, version).observe(score)
-            child(MATCH_SCORE, version).observe(score)
             decision, reason = _decision(score, threshold)
             check.message = f"score {score:.3f} {'>=' if decision == 'accept' else '<'} threshold {threshold:.3f}"
-        child(DECISIONS, decision, reason, version).inc()
-        count_checkin(check.kiosk, decision)
-        covariate_metrics.record(check.bins, decision, reason)
+
+        def count() -> None:
+            if score is not None:
+                child(SCORES, version).observe(score)
+                child(MATCH_SCORE, version).observe(score)
+            child(DECISIONS, decision, reason, version).inc()
+            count_checkin(check.kiosk, decision)
+            covariate_metrics.record(check.bins, decision, reason)
+
         if settled is not None:
             if settled.error is not None:
+                count()  # the decision was made: counted before the failed write is answered, as it always was
                 raise settled.error
-            child(STAGE_SECONDS, "audit", rt.embedder.name).observe(settled.audit_s)
+            audit_s = settled.audit_s
         else:
             t0 = time.perf_counter()
-            await self._record(check.kiosk, check.student_id, decision, score, reason, check.request_id)
-            child(STAGE_SECONDS, "audit", rt.embedder.name).observe(time.perf_counter() - t0)
-        child(STAGE_SECONDS, "total", rt.embedder.name).observe(time.perf_counter() - check.started)
-        log.info(
-            "verify",
-            extra={"fields": {"request_id": check.request_id, "kiosk": check.kiosk,
-                              "student": student_tag(check.student_id), "decision": decision, "reason": reason,
-                              "score": None if score is None else round(score, 4), "model_version": version}},
-        )  # fmt: skip
+            try:
+                await self._record(check.kiosk, check.student_id, decision, score, reason, check.request_id)
+            except BaseException:
+                count()
+                raise
+            audit_s = time.perf_counter() - t0
+        total_s = time.perf_counter() - check.started
+
+        def bookkeeping() -> None:
+            count()
+            child(STAGE_SECONDS, "audit", rt.embedder.name).observe(audit_s)
+            child(STAGE_SECONDS, "total", rt.embedder.name).observe(total_s)
+            log.info(
+                "verify",
+                extra={"fields": {"request_id": check.request_id, "kiosk": check.kiosk,
+                                  "student": student_tag(check.student_id), "decision": decision, "reason": reason,
+                                  "score": None if score is None else round(score, 4), "model_version": version}},
+            )  # fmt: skip
+
+        # The audit row is committed; nothing left changes the answer, so the kiosk need not wait for it.
+        after_answer(bookkeeping)
         numbers = {"score": -1.0 if score is None else score, "threshold": threshold}
         texts = {"decision": decision, "model_version": version, "reason": reason, "message": check.message}
         return texts, numbers

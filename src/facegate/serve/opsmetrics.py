@@ -3,7 +3,8 @@
 - ``facegate_checkins_total{hall, kiosk, decision}``: one per answered check-in. ``kiosk`` is the API key's name;
   ``hall`` is the part of that name before the first ``.`` (name kiosk keys ``HALL.KIOSK``, e.g.
   ``hall-a.kiosk-03``), ``unassigned`` for a name without one. Key names are operator-chosen and few (one per
-  kiosk), so the labels stay bounded; no student id is ever a label.
+  kiosk), so the labels stay bounded; no student id is ever a label. Every kiosk key's series exist at 0 from
+  the first read of the key table (:func:`prime_checkins`), so a pod's first check-ins are not lost to ``rate()``.
 - ``facegate_inflight_requests``: inference requests admitted and not yet answered (the gatekeeper's count, the
   one its 503 limit ``serve.max_inflight`` applies to).
 - ``facegate_batch_queue_depth``: face batches waiting for the embedding worker (the micro-batcher's queue).
@@ -17,13 +18,23 @@ updates them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Summary
 
 from facegate.serve.metrics import child
 
-__all__ = ["CHECKINS", "INFLIGHT", "MATCH_SCORE", "QUEUE_DEPTH", "count_checkin", "hall_and_kiosk", "watch_load"]
+__all__ = [
+    "CHECKINS",
+    "INFLIGHT",
+    "MATCH_SCORE",
+    "QUEUE_DEPTH",
+    "count_checkin",
+    "hall_and_kiosk",
+    "prime_checkins",
+    "watch_load",
+]
 
 CHECKINS = Counter(
     "facegate_checkins_total",
@@ -46,6 +57,23 @@ def hall_and_kiosk(key_name: str) -> tuple[str, str]:
 def count_checkin(key_name: str, decision: str) -> None:
     """Count one answered check-in of the kiosk whose key is ``key_name``."""
     child(CHECKINS, *hall_and_kiosk(key_name), decision).inc()
+
+
+#: The decisions a check-in can end in (the ``decision`` label's values).
+CHECKIN_DECISIONS = ("accept", "reject", "retry")
+
+
+def prime_checkins(principals: Iterable[Any]) -> None:
+    """Start every kiosk key's check-in series at 0 (the key table's principals; administrators are skipped).
+
+    A counter series that first appears with its first check-in has no earlier sample, so ``rate()`` reads those
+    check-ins as nothing: after a pod start or a Knative scale from zero, a hall's first minutes of check-ins would
+    be missing from the dashboards. Series that exist at 0 before the first check-in count it.
+    """
+    for principal in principals:
+        if principal.role == "kiosk":
+            for decision in CHECKIN_DECISIONS:
+                child(CHECKINS, *hall_and_kiosk(principal.name), decision)
 
 
 def watch_load(gate: Any, batcher: Any) -> None:
