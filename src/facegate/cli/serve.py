@@ -74,6 +74,9 @@ def serve(
     line gives their URL).
     """
     from facegate.logs import configure_json_logging
+    from facegate.serve.lean_import import import_kserve_for_serving
+
+    import_kserve_for_serving()  # before the server's modules import KServe: start-up is check-in latency too
     from facegate.serve.app import serve as run_server
 
     settings = _settings(
