@@ -18,11 +18,11 @@ import numpy as np
 from prometheus_client import REGISTRY, Counter
 
 from facegate.faces.covariates import BINS, UNKNOWN, bin_covariates, measure_covariates
-from facegate.serve.metrics import child
+from facegate.serve.metrics import DECISION_VALUES, child
 
 __all__ = ["COVARIATE_DECISIONS", "DECISIONS", "REASONS", "measure_request", "record", "snapshot"]
 
-DECISIONS = ("accept", "reject", "retry")
+DECISIONS = DECISION_VALUES
 #: The verifier's reason codes; anything else is counted as ``other`` so the label set stays bounded.
 REASONS = (
     "match",

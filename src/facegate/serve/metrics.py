@@ -12,7 +12,16 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["BATCH_SIZE", "DECISIONS", "HTTP_REQUESTS", "REJECTED_REQUESTS", "SCORES", "STAGE_SECONDS", "child"]
+__all__ = [
+    "BATCH_SIZE",
+    "DECISIONS",
+    "DECISION_VALUES",
+    "HTTP_REQUESTS",
+    "REJECTED_REQUESTS",
+    "SCORES",
+    "STAGE_SECONDS",
+    "child",
+]
 
 _CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
@@ -41,6 +50,8 @@ STAGE_SECONDS = Histogram(
     ["stage", "model"],
     buckets=_LATENCY_BUCKETS,
 )
+#: The decisions a check-in can end in: the ``decision`` label's values wherever a metric has one.
+DECISION_VALUES = ("accept", "reject", "retry")
 DECISIONS = Counter(
     "facegate_decisions_total",
     "Verification decisions by decision, reason and model version.",

@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Summary
 
-from facegate.serve.metrics import child
+from facegate.serve.metrics import DECISION_VALUES, child
 
 __all__ = [
     "CHECKINS",
@@ -59,10 +59,6 @@ def count_checkin(key_name: str, decision: str) -> None:
     child(CHECKINS, *hall_and_kiosk(key_name), decision).inc()
 
 
-#: The decisions a check-in can end in (the ``decision`` label's values).
-CHECKIN_DECISIONS = ("accept", "reject", "retry")
-
-
 def prime_checkins(principals: Iterable[Any]) -> None:
     """Start every kiosk key's check-in series at 0 (the key table's principals; administrators are skipped).
 
@@ -72,7 +68,7 @@ def prime_checkins(principals: Iterable[Any]) -> None:
     """
     for principal in principals:
         if principal.role == "kiosk":
-            for decision in CHECKIN_DECISIONS:
+            for decision in DECISION_VALUES:
                 child(CHECKINS, *hall_and_kiosk(principal.name), decision)
 
 
